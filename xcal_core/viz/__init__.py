@@ -1,0 +1,4 @@
+"""Figures. Every function takes an optional ``ax`` and returns ``(fig, ax)``; nothing is shown or saved here."""
+
+from .attributions import *  # noqa: F401,F403
+from .calibration import *  # noqa: F401,F403
