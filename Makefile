@@ -1,0 +1,55 @@
+# xcal: two commands. `make run` executes every notebook (workshop profile); `make test` runs the tests.
+# Both create .venv on first use and reuse it while the pinned requirements are unchanged.
+
+PYTHON   ?= $(shell command -v python3.11 || command -v python3)
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PROFILE  ?= workshop
+NOTEBOOKS ?=
+PINS     := requirements.txt requirements-nodeps.txt pyproject.toml
+STAMP    := $(VENV)/.xcal-pins-$(shell cat $(PINS) | sha256sum | cut -c1-16)
+
+.PHONY: run test venv kernel bench lab clean-runs help
+
+help:
+	@echo "make run    execute notebooks/ in number order (PROFILE=$(PROFILE)) -> papermill_runs/$(PROFILE)/"
+	@echo "make test   run the whole test suite (unit tests + smoke execution of every notebook)"
+	@echo "make lab    start JupyterLab with the xcal kernel"
+	@echo "make bench  run the benchmarks in benchmarks/"
+
+venv: $(STAMP)
+
+$(STAMP): $(PINS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the pinned environment into $(VENV) (first time: a few minutes, ~6 GB)"
+	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade >/dev/null
+	@if $(PY) -m pip install -q uv >/dev/null 2>&1; then \
+	  $(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt && \
+	  $(VENV)/bin/uv pip install -q --python $(PY) --no-deps -r requirements-nodeps.txt && \
+	  $(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e . ; \
+	else \
+	  $(PY) -m pip install -q -r requirements.txt && \
+	  $(PY) -m pip install -q --no-deps -r requirements-nodeps.txt && \
+	  $(PY) -m pip install -q --no-deps -e . ; \
+	fi
+	@$(PY) -m ipykernel install --sys-prefix --name xcal --display-name "Python (xcal)" >/dev/null
+	@rm -f $(VENV)/.xcal-pins-*
+	@touch $(STAMP)
+
+kernel: venv
+	@$(PY) -m ipykernel install --sys-prefix --name xcal --display-name "Python (xcal)"
+
+run: venv
+	$(PY) -m xcal_core.run --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS),)
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf papermill_runs/smoke papermill_runs/workshop papermill_runs/interactive

@@ -1,0 +1,64 @@
+"""Batch runner: ``python -m xcal_core.run --profile workshop [--notebooks 00 01] [--sweep f.yaml] [--out DIR]``.
+
+Executes the numbered notebooks through papermill, one run directory each, skipping runs already
+completed with identical parameters, and prints a progress line per notebook and a summary table.
+Exit status 1 when any run failed (the others still ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from .params import PROFILES, repo_root
+from .runs import plan_runs, run_batch, summary_table
+
+
+def _parse_param(items: list[list[str]] | None) -> dict:
+    out = {}
+    for name, value in items or []:
+        out[name] = yaml.safe_load(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = repo_root()
+    ap = argparse.ArgumentParser(prog="python -m xcal_core.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="workshop", choices=PROFILES, help="parameter preset (default: workshop)")
+    ap.add_argument("--notebooks", nargs="*", default=None, help="ids, stems or number prefixes (default: all, in order)")
+    ap.add_argument("--sweep", default=None, help="sweep YAML (papermill_runs/sweeps/<name>.yaml)")
+    ap.add_argument("--out", default=str(root / "papermill_runs"), help="output root (default: papermill_runs/)")
+    ap.add_argument("--notebook-dir", default=str(root / "notebooks"), help="where the numbered notebooks are")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="extra parameter for every run (YAML-parsed value), e.g. -p DEVICE cuda")
+    ap.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3 = this interpreter)")
+    ap.add_argument("--no-resume", action="store_true", help="rerun runs that already completed")
+    ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ap.add_argument("--dry-run", action="store_true", help="only list the planned runs")
+    a = ap.parse_args(argv)
+    try:
+        specs = plan_runs(a.notebook_dir, a.out, profile=a.profile, notebooks=a.notebooks, sweep=a.sweep,
+                          parameters=_parse_param(a.parameter))
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not specs:
+        print(f"error: no notebooks found in {a.notebook_dir}", file=sys.stderr)
+        return 2
+    if a.dry_run:
+        for s in specs:
+            print(f"{s.notebook_id}  {s.params}  -> {s.run_dir}")
+        return 0
+    results = run_batch(specs, kernel_name=a.kernel, resume=not a.no_resume, timeout=a.timeout)
+    table = summary_table(results)
+    print()
+    print(table.drop(columns=["run_dir"]).to_string(index=False))
+    print(f"\nresults under {Path(a.out).resolve()}")
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

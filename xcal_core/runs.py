@@ -1,0 +1,597 @@
+"""Run outputs: the directory layout, manifest, tidy metrics/claims, figures, and the batch runner.
+
+Layout (DESIGN.md)::
+
+    papermill_runs/<profile or sweep>/<notebook>__<param-hash>/
+        executed.ipynb  params.yaml  manifest.json
+        metrics.csv     experiment, dataset, model, method, metric, level, seed, value, higher_is_better
+        claims.csv      claim_id, paper, statement, expected, observed, holds
+        figures/*.png   artifacts/ (git-ignored)
+
+Results are read back with :func:`load_runs`, never from executed notebooks.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+import math
+import os
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+from .params import NotebookSchema, ParamValues, load_schema, params_hash, repo_root, resolve_params
+from .runtime import env_line, env_summary, resolve_device, seed_everything
+
+__all__ = [
+    "METRICS_COLUMNS",
+    "CLAIMS_COLUMNS",
+    "FIGURE_DPI",
+    "Run",
+    "validate_metrics",
+    "validate_claims",
+    "write_metrics",
+    "write_claims",
+    "save_figure",
+    "read_manifest",
+    "load_runs",
+    "RunSpec",
+    "RunResult",
+    "discover_notebooks",
+    "load_sweep",
+    "plan_runs",
+    "execute_run",
+    "run_batch",
+    "summary_table",
+]
+
+METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "metric", "level", "seed", "value", "higher_is_better")
+CLAIMS_COLUMNS = ("claim_id", "paper", "statement", "expected", "observed", "holds")
+FIGURE_DPI = 150
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: str | Path) -> dict | None:
+    """The run's ``manifest.json`` as a dict, or None when missing or unreadable."""
+    p = Path(run_dir) / "manifest.json"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _update_manifest(run_dir: Path, **fields: Any) -> dict:
+    m = read_manifest(run_dir) or {}
+    m.update(fields)
+    _write_json(run_dir / "manifest.json", m)
+    return m
+
+
+# --------------------------------------------------------------------------------------------
+# tidy tables
+# --------------------------------------------------------------------------------------------
+def _as_frame(rows: Any, name: str, columns: Sequence[str] = ()) -> pd.DataFrame:
+    if isinstance(rows, pd.DataFrame):
+        return rows.copy()
+    if isinstance(rows, Mapping):
+        rows = [rows]
+    if not isinstance(rows, Iterable) or isinstance(rows, (str, bytes)):
+        raise TypeError(f"`{name}` must be a DataFrame, a dict or a list of dicts, got {type(rows).__name__}")
+    rows = list(rows)
+    if not all(isinstance(r, Mapping) for r in rows):
+        raise TypeError(f"`{name}` must contain dicts (one per row)")
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(columns))
+
+
+def _check_columns(df: pd.DataFrame, required: Sequence[str], name: str) -> None:
+    missing = [c for c in required if c not in df.columns]
+    extra = [c for c in df.columns if c not in required]
+    if missing or extra:
+        raise ValueError(f"`{name}` must have exactly the columns {list(required)}; missing {missing}, unexpected {extra}")
+
+
+def _check_text(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
+    for c in cols:
+        bad = df[c].map(lambda v: not isinstance(v, str) or not v.strip())
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise ValueError(f"`{name}` column {c!r} must hold non-empty strings; row {i} has {df[c].iloc[i]!r}")
+
+
+def _as_bool(v: Any) -> bool | None:
+    if isinstance(v, bool):
+        return v
+    if hasattr(v, "dtype") and str(getattr(v, "dtype", "")) == "bool":
+        return bool(v)
+    return None
+
+
+def validate_metrics(rows: Any, default_seed: int | None = None) -> pd.DataFrame:
+    """Check metric rows against the tidy schema and return them as a DataFrame in column order.
+
+    Args:
+        rows: DataFrame or list of dicts with columns ``experiment, dataset, model, method, metric,
+            level, seed, value, higher_is_better``. ``level`` may be missing/None (-> NaN) and ``seed``
+            missing (-> ``default_seed``).
+
+    Raises:
+        ValueError / TypeError naming the column and the first bad row.
+    """
+    df = _as_frame(rows, "metrics", METRICS_COLUMNS)
+    if "level" not in df.columns:
+        df["level"] = math.nan
+    if "seed" not in df.columns and default_seed is not None:
+        df["seed"] = default_seed
+    _check_columns(df, METRICS_COLUMNS, "metrics")
+    df = df[list(METRICS_COLUMNS)].reset_index(drop=True)
+    if len(df) == 0:
+        return df
+    _check_text(df, ("experiment", "dataset", "model", "method", "metric"), "metrics")
+    try:
+        df["level"] = pd.to_numeric(df["level"].map(lambda v: math.nan if v is None else v), errors="raise").astype(float)
+    except (ValueError, TypeError):
+        raise ValueError("`metrics` column 'level' must be numeric or None") from None
+    vals = pd.to_numeric(df["value"].map(lambda v: float(v) if hasattr(v, "item") else v), errors="coerce")
+    bad = vals.isna() & df["value"].notna()
+    if bad.any() or df["value"].isna().any():
+        i = int((bad | df["value"].isna()).to_numpy().nonzero()[0][0])
+        raise ValueError(f"`metrics` column 'value' must be numbers (not NaN); row {i} has {df['value'].iloc[i]!r}")
+    if (~vals.map(math.isfinite)).any():
+        i = int((~vals.map(math.isfinite)).to_numpy().nonzero()[0][0])
+        raise ValueError(f"`metrics` column 'value' must be finite; row {i} ({df['metric'].iloc[i]}) has {vals.iloc[i]}")
+    df["value"] = vals.astype(float)
+    seeds = df["seed"].map(lambda v: int(v) if isinstance(v, (int,)) and not isinstance(v, bool) or (hasattr(v, "item") and float(v).is_integer()) else None)
+    if seeds.isna().any():
+        i = int(seeds.isna().to_numpy().nonzero()[0][0])
+        raise ValueError(f"`metrics` column 'seed' must be integers; row {i} has {df['seed'].iloc[i]!r}")
+    df["seed"] = seeds.astype("int64")
+    hib = df["higher_is_better"].map(_as_bool)
+    if hib.isna().any():
+        i = int(hib.isna().to_numpy().nonzero()[0][0])
+        raise ValueError(f"`metrics` column 'higher_is_better' must be True/False; row {i} has {df['higher_is_better'].iloc[i]!r}")
+    df["higher_is_better"] = hib.astype(bool)
+    return df
+
+
+def validate_claims(rows: Any, default_paper: str | None = None) -> pd.DataFrame:
+    """Check claim rows (``claim_id, paper, statement, expected, observed, holds``) and return a DataFrame."""
+    df = _as_frame(rows, "claims", CLAIMS_COLUMNS)
+    if "paper" not in df.columns and default_paper is not None:
+        df["paper"] = default_paper
+    _check_columns(df, CLAIMS_COLUMNS, "claims")
+    df = df[list(CLAIMS_COLUMNS)].reset_index(drop=True)
+    if len(df) == 0:
+        return df
+    for c in ("expected", "observed"):
+        df[c] = df[c].map(lambda v: v if isinstance(v, str) else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+    _check_text(df, ("claim_id", "paper", "statement", "expected", "observed"), "claims")
+    dup = df["claim_id"][df["claim_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"`claims` column 'claim_id' must be unique; duplicated: {sorted(set(dup))}")
+    holds = df["holds"].map(_as_bool)
+    if holds.isna().any():
+        i = int(holds.isna().to_numpy().nonzero()[0][0])
+        raise ValueError(f"`claims` column 'holds' must be True/False; row {i} has {df['holds'].iloc[i]!r}")
+    df["holds"] = holds.astype(bool)
+    return df
+
+
+def write_metrics(rows: Any, run_dir: str | Path, default_seed: int | None = None) -> Path:
+    """Validate and write ``metrics.csv`` into ``run_dir`` (atomically); returns the path."""
+    df = validate_metrics(rows, default_seed)
+    path = Path(run_dir) / "metrics.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def write_claims(rows: Any, run_dir: str | Path, default_paper: str | None = None) -> Path:
+    """Validate and write ``claims.csv`` into ``run_dir`` (atomically); returns the path."""
+    df = validate_claims(rows, default_paper)
+    path = Path(run_dir) / "claims.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def save_figure(fig: Any, figure_id: str, run_dir: str | Path, dpi: int = FIGURE_DPI) -> Path:
+    """Save a matplotlib figure as ``figures/<figure_id>.png`` at a fixed DPI; returns the path.
+
+    Args:
+        fig: a ``matplotlib.figure.Figure`` or the ``(fig, ax)`` tuple that viz functions return.
+        figure_id: file stem, letters/digits/``_.-`` (e.g. ``"fig2_ce_vs_level"``).
+    """
+    from matplotlib.figure import Figure
+
+    if isinstance(fig, tuple) and fig and isinstance(fig[0], Figure):
+        fig = fig[0]
+    if not isinstance(fig, Figure):
+        raise TypeError(f"`fig` must be a matplotlib Figure (or the (fig, ax) tuple of a viz function), got {type(fig).__name__}")
+    if not isinstance(figure_id, str) or not _ID.match(figure_id):
+        raise ValueError(f"`figure_id` {figure_id!r} must be letters, digits, '_', '.', '-' (e.g. 'fig2_ce_vs_level')")
+    d = Path(run_dir) / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{figure_id}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# the Run object a notebook holds
+# --------------------------------------------------------------------------------------------
+class Run:
+    """One notebook execution: resolved parameters, device, random streams and the output writers.
+
+    Created by :func:`xcal_core.params.start_run`. Metrics and claims are validated when logged and
+    rewritten to disk at each call, so a later failing cell loses nothing.
+    """
+
+    def __init__(self, schema: NotebookSchema, resolved: Mapping[str, Any], overrides: Sequence[str], run_dir: Path):
+        self.schema = schema
+        self.notebook_id = schema.notebook_id
+        self.params = dict(resolved)
+        self.p = ParamValues(resolved)
+        self.overrides = list(overrides)
+        self.profile = resolved["PROFILE"]
+        self.seed = resolved["SEED"]
+        self.dir = run_dir
+        self._metrics = []
+        self._claims = []
+        self._t0 = time.time()
+
+    # construction -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, schema: NotebookSchema, resolved: Mapping[str, Any], overrides: Sequence[str]) -> "Run":
+        root = repo_root()
+        h = params_hash(resolved)
+        run_dir = Path(resolved["RUN_DIR"]) if resolved["RUN_DIR"] else root / "papermill_runs" / resolved["PROFILE"] / f"{schema.notebook_id}__{h}"
+        device = resolve_device(resolved["DEVICE"])
+        rng = seed_everything(resolved["SEED"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "figures").mkdir(exist_ok=True)
+        self = cls(schema, resolved, overrides, run_dir.resolve())
+        self.device = device
+        self.rng = rng
+        self.data_dir = Path(resolved["DATA_DIR"] or os.environ.get("XCAL_DATA_DIR") or root / "data").resolve()
+        self.cache_dir = Path(os.environ.get("XCAL_CACHE_DIR") or root / ".cache" / "xcal").resolve()
+        self.artifacts_dir = self.dir / "artifacts"
+        self.artifacts_dir.mkdir(exist_ok=True)
+        self.params_hash = h
+        (self.dir / "params.yaml").write_text(yaml.safe_dump(dict(resolved), sort_keys=False))
+        env = env_summary()
+        previous = read_manifest(self.dir) or {}
+        _write_json(
+            self.dir / "manifest.json",
+            {
+                "notebook": schema.notebook_id,
+                "paper": schema.paper,
+                "profile": self.profile,
+                "params_hash": h,
+                "overrides": self.overrides,
+                "seed": self.seed,
+                "device": str(device),
+                "status": "running",
+                "started": _now(),
+                "finished": None,
+                "minutes": None,
+                "error": None,
+                "git_sha": env["git_sha"],
+                "git_dirty": env["git_dirty"],
+                "env": env,
+                "attempt": int(previous.get("attempt", 0)) + 1,
+                "figures": [],
+                "n_metrics": 0,
+                "n_claims": 0,
+                "claims_held": 0,
+            },
+        )
+        for stale in ("metrics.csv", "claims.csv"):
+            (self.dir / stale).unlink(missing_ok=True)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Run({self.notebook_id!r}, profile={self.profile!r}, device={self.device}, dir={str(self.dir)!r})"
+
+    # outputs ------------------------------------------------------------------------------
+    def save_figure(self, fig: Any, figure_id: str) -> Path:
+        """Save a figure as ``figures/<figure_id>.png`` (150 dpi) and record it in the manifest."""
+        path = save_figure(fig, figure_id, self.dir)
+        m = read_manifest(self.dir) or {}
+        figs = [f for f in m.get("figures", []) if f != path.name] + [path.name]
+        _update_manifest(self.dir, figures=figs)
+        return path
+
+    def log_metrics(self, rows: Any) -> pd.DataFrame:
+        """Append tidy metric rows (validated now) and rewrite ``metrics.csv``; returns the new rows."""
+        df = validate_metrics(rows, default_seed=self.seed)
+        self._metrics.append(df)
+        write_metrics(self.metrics, self.dir)
+        _update_manifest(self.dir, n_metrics=len(self.metrics))
+        return df
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """All metric rows logged so far."""
+        frames = [f for f in self._metrics if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(METRICS_COLUMNS))
+
+    def claim(self, claim_id: str, statement: str, expected: Any, observed: Any, holds: bool, paper: str | None = None) -> dict:
+        """Record whether a paper's claim holds on our data; rewrites ``claims.csv``."""
+        if _as_bool(holds) is None:
+            raise TypeError(f"`holds` must be True or False, got {holds!r}")
+        row = {"claim_id": claim_id, "paper": paper or self.schema.paper, "statement": statement,
+               "expected": expected, "observed": observed, "holds": bool(holds)}
+        others = [r for r in self._claims if r["claim_id"] != claim_id]
+        validate_claims(others + [row])
+        self._claims = others + [row]
+        write_claims(self._claims, self.dir)
+        held = sum(r["holds"] for r in self._claims)
+        _update_manifest(self.dir, n_claims=len(self._claims), claims_held=held)
+        return row
+
+    @property
+    def claims(self) -> pd.DataFrame:
+        return validate_claims(self._claims) if self._claims else pd.DataFrame(columns=list(CLAIMS_COLUMNS))
+
+    def artifact(self, name: str) -> Path:
+        """Path inside ``artifacts/`` (git-ignored) for logits, attributions, checkpoints."""
+        if not isinstance(name, str) or not _ID.match(name.replace("/", "_")):
+            raise ValueError(f"`name` {name!r} must be a simple file name")
+        return self.artifacts_dir / name
+
+    def finish(self) -> dict:
+        """Write metrics/claims, mark the manifest completed and print a summary plus the environment line."""
+        write_metrics(self.metrics, self.dir)
+        write_claims(self._claims, self.dir)
+        minutes = (time.time() - self._t0) / 60
+        held = int(sum(r["holds"] for r in self._claims))
+        m = _update_manifest(self.dir, status="completed", finished=_now(), minutes=round(minutes, 3),
+                             n_metrics=len(self.metrics), n_claims=len(self._claims), claims_held=held)
+        print(f"{self.notebook_id}: {len(self.metrics)} metric rows, claims held {held}/{len(self._claims)}, "
+              f"{len(m.get('figures', []))} figures -> {self.dir}")
+        print(env_line(m.get("env")))
+        return m
+
+
+# --------------------------------------------------------------------------------------------
+# reading results back
+# --------------------------------------------------------------------------------------------
+def _run_dirs(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    dirs: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise FileNotFoundError(f"`paths`: {p} does not exist")
+        if (p / "manifest.json").exists():
+            dirs.append(p)
+        else:
+            dirs.extend(sorted(m.parent for m in p.rglob("manifest.json")))
+    return dirs
+
+
+def load_runs(paths: Iterable[str | Path] | str | Path, table: str = "metrics", status: str | None = "completed") -> pd.DataFrame:
+    """Read metrics, claims or manifests of many runs into one DataFrame.
+
+    Args:
+        paths: run directories or folders containing them (searched recursively).
+        table: ``"metrics"``, ``"claims"`` or ``"manifest"`` (one row per run).
+        status: keep only runs with this manifest status (None keeps all).
+
+    Returns:
+        The concatenated rows plus ``notebook, profile, params_hash, run_dir`` columns.
+    """
+    if table not in ("metrics", "claims", "manifest"):
+        raise ValueError(f"`table` must be 'metrics', 'claims' or 'manifest', got {table!r}")
+    frames = []
+    for d in _run_dirs(paths):
+        m = read_manifest(d)
+        if m is None or (status is not None and m.get("status") != status):
+            continue
+        meta = {"notebook": m.get("notebook"), "profile": m.get("profile"), "params_hash": m.get("params_hash"), "run_dir": str(d)}
+        if table == "manifest":
+            row = {k: v for k, v in m.items() if k != "env"}
+            row.update(meta)
+            frames.append(pd.DataFrame([row]))
+            continue
+        f = d / f"{table}.csv"
+        if not f.exists() or f.stat().st_size == 0:
+            continue
+        df = pd.read_csv(f)
+        for k, v in meta.items():
+            df[k] = v
+        frames.append(df)
+    if not frames:
+        cols = {"metrics": list(METRICS_COLUMNS), "claims": list(CLAIMS_COLUMNS), "manifest": []}[table]
+        return pd.DataFrame(columns=cols + ["notebook", "profile", "params_hash", "run_dir"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the batch runner (used by `python -m xcal_core.run` and `make run`)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RunSpec:
+    """One planned execution: a notebook, its resolved parameters and its run directory."""
+
+    notebook: Path
+    notebook_id: str
+    params: dict
+    run_dir: Path
+    group: str
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    status: str  # completed | failed | skipped
+    minutes: float
+    claims_held: int = 0
+    n_claims: int = 0
+    error: str | None = None
+
+
+def discover_notebooks(notebook_dir: str | Path, select: Sequence[str] | None = None) -> list[Path]:
+    """Numbered notebooks ``NN_*.ipynb`` in number order, optionally filtered by id, stem or number prefix."""
+    nbs = sorted(p for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    if not select:
+        return nbs
+    chosen = []
+    for s in select:
+        s = Path(s).stem if s.endswith(".ipynb") else s
+        hits = [p for p in nbs if p.stem == s] or [p for p in nbs if p.stem.startswith(s.zfill(2) + "_")]
+        if not hits:
+            raise ValueError(f"`notebooks`: no notebook matches {s!r}; available: {[p.stem for p in nbs]}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return sorted(chosen)
+
+
+def load_sweep(path: str | Path) -> dict:
+    """Read a sweep YAML::
+
+        name: seeds
+        profile: workshop            # optional, default workshop
+        runs:
+          - notebook: 01_calibration_under_perturbations
+            parameters: {N_EPOCHS: 10}     # fixed values (optional)
+            grid: {SEED: [0, 1, 2]}        # cartesian product (optional)
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"`sweep` file {p} does not exist")
+    spec = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or not spec["runs"]:
+        raise ValueError(f"`sweep` {p}: expected a mapping with a non-empty 'runs' list")
+    spec.setdefault("name", p.stem)
+    for i, r in enumerate(spec["runs"]):
+        if not isinstance(r, dict) or "notebook" not in r:
+            raise ValueError(f"`sweep` {p}: runs[{i}] needs a 'notebook' key")
+        extra = set(r) - {"notebook", "parameters", "grid"}
+        if extra:
+            raise ValueError(f"`sweep` {p}: runs[{i}] has unknown keys {sorted(extra)}; allowed: notebook, parameters, grid")
+    return spec
+
+
+def _expand(entry: Mapping[str, Any]) -> list[dict]:
+    fixed = dict(entry.get("parameters") or {})
+    grid = dict(entry.get("grid") or {})
+    if not grid:
+        return [fixed]
+    keys = list(grid)
+    for k in keys:
+        if not isinstance(grid[k], list) or not grid[k]:
+            raise ValueError(f"sweep grid entry {k!r} must be a non-empty list")
+    return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def plan_runs(notebook_dir: str | Path, out_dir: str | Path, profile: str = "workshop", notebooks: Sequence[str] | None = None,
+              sweep: str | Path | None = None, parameters: Mapping[str, Any] | None = None) -> list[RunSpec]:
+    """Resolve every run's parameters (validating them up front) and its output directory."""
+    out_dir = Path(out_dir)
+    entries: list[tuple[Path, dict, str]] = []
+    if sweep is not None:
+        spec = load_sweep(sweep)
+        profile = spec.get("profile", profile)
+        for e in spec["runs"]:
+            for nb in discover_notebooks(notebook_dir, [e["notebook"]]):
+                for ps in _expand(e):
+                    entries.append((nb, {**(parameters or {}), **ps}, spec["name"]))
+    else:
+        for nb in discover_notebooks(notebook_dir, notebooks):
+            entries.append((nb, dict(parameters or {}), profile))
+    specs = []
+    for nb, ps, group in entries:
+        schema = load_schema(nb.stem)
+        ps = {**ps, "PROFILE": ps.get("PROFILE", profile)}
+        resolved, _ = resolve_params(schema, ps)
+        run_dir = out_dir / group / f"{nb.stem}__{params_hash(resolved)}"
+        specs.append(RunSpec(nb, nb.stem, ps, run_dir, group))
+    return specs
+
+
+def execute_run(spec: RunSpec, kernel_name: str = "python3", resume: bool = True, timeout: int | None = None) -> RunResult:
+    """Execute one notebook with papermill; failures are recorded in its manifest, never raised."""
+    import papermill as pm
+
+    m = read_manifest(spec.run_dir)
+    if resume and m and m.get("status") == "completed":
+        return RunResult(spec, "skipped", float(m.get("minutes") or 0.0), int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    params = {**spec.params, "RUN_DIR": str(spec.run_dir.resolve())}
+    try:
+        pm.execute_notebook(
+            str(spec.notebook), str(spec.run_dir / "executed.ipynb"), parameters=params, kernel_name=kernel_name,
+            cwd=str(spec.notebook.parent), progress_bar=False, log_output=False, execution_timeout=timeout,
+        )
+        error = None
+    except BaseException as e:  # noqa: BLE001 - one failing notebook must not stop the batch
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        error = f"{type(e).__name__}: {e}"
+        ename = getattr(e, "ename", None)
+        if ename:
+            error = f"{ename}: {getattr(e, 'evalue', '')}"
+        tb = "".join(traceback.format_exception_only(type(e), e))[-4000:]
+    minutes = (time.time() - t0) / 60
+    m = read_manifest(spec.run_dir) or {}
+    if error is None and m.get("status") != "completed":
+        error = "the notebook finished without calling run.finish()"
+        tb = ""
+    if error is not None:
+        _update_manifest(spec.run_dir, notebook=spec.notebook_id, profile=spec.params.get("PROFILE"), status="failed",
+                         error=error, traceback=tb, finished=_now(), minutes=round(minutes, 3))
+        return RunResult(spec, "failed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)), error)
+    _update_manifest(spec.run_dir, minutes=round(minutes, 3), executed_notebook="executed.ipynb")
+    return RunResult(spec, "completed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
+
+
+def run_batch(specs: Sequence[RunSpec], kernel_name: str = "python3", resume: bool = True, timeout: int | None = None,
+              progress: Callable[[str], None] = print) -> list[RunResult]:
+    """Execute runs one after another, printing one progress line per notebook."""
+    results = []
+    n = len(specs)
+    for i, spec in enumerate(specs, 1):
+        progress(f"[{i}/{n}] {spec.notebook_id} ({spec.group}) -> {spec.run_dir} ...")
+        r = execute_run(spec, kernel_name=kernel_name, resume=resume, timeout=timeout)
+        claims = f"claims {r.claims_held}/{r.n_claims}"
+        extra = f"  {r.error}" if r.error else ""
+        progress(f"[{i}/{n}] {spec.notebook_id}: {r.status} in {r.minutes:.2f} min, {claims}{extra}")
+        results.append(r)
+    return results
+
+
+def summary_table(results: Sequence[RunResult]) -> pd.DataFrame:
+    """One row per run: notebook, status, minutes, claims held/total, run directory."""
+    return pd.DataFrame(
+        [{"notebook": r.spec.notebook_id, "group": r.spec.group, "status": r.status, "minutes": round(r.minutes, 2),
+          "claims": f"{r.claims_held}/{r.n_claims}", "run_dir": str(r.spec.run_dir)} for r in results],
+        columns=["notebook", "group", "status", "minutes", "claims", "run_dir"],
+    )
