@@ -8,7 +8,8 @@ import nbformat
 import pytest
 
 from xcal_core.params import load_schema
-from xcal_core.runs import RunSpec, execute_run, load_runs
+from xcal_core.batch import RunSpec, execute_run
+from xcal_core.runs import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

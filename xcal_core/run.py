@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .params import PROFILES, repo_root
-from .runs import plan_runs, run_batch, summary_table
+from .batch import EXECUTORS, plan_runs, run_batch, summary_table
 
 
 def _parse_param(items: list[list[str]] | None) -> dict:
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3 = this interpreter)")
     ap.add_argument("--no-resume", action="store_true", help="rerun runs that already completed")
     ap.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    ap.add_argument("--executor", default="local", choices=EXECUTORS, help="local processes or a Dask cluster")
+    ap.add_argument("--workers", type=int, default=1, help="runs at a time (local) / LocalCluster workers (dask)")
+    ap.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (with --executor dask)")
     ap.add_argument("--dry-run", action="store_true", help="only list the planned runs")
     a = ap.parse_args(argv)
     try:
@@ -52,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         for s in specs:
             print(f"{s.notebook_id}  {s.params}  -> {s.run_dir}")
         return 0
-    results = run_batch(specs, kernel_name=a.kernel, resume=not a.no_resume, timeout=a.timeout)
+    try:
+        results = run_batch(specs, executor=a.executor, workers=a.workers, kernel_name=a.kernel, resume=not a.no_resume,
+                            timeout=a.timeout, scheduler=a.scheduler)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     table = summary_table(results)
     print()
     print(table.drop(columns=["run_dir"]).to_string(index=False))

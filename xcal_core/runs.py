@@ -1,4 +1,4 @@
-"""Run outputs: the directory layout, manifest, tidy metrics/claims, figures, and the batch runner.
+"""Run outputs: the directory layout, manifest, tidy metrics/claims, figures, reading results back.
 
 Layout (DESIGN.md)::
 
@@ -14,21 +14,18 @@ Results are read back with :func:`load_runs`, never from executed notebooks.
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
 import json
 import math
 import os
 import re
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 import yaml
 
-from .params import NotebookSchema, ParamValues, load_schema, params_hash, repo_root, resolve_params
+from .params import NotebookSchema, ParamValues, params_hash, repo_root
 from .runtime import env_line, env_summary, resolve_device, seed_everything
 
 __all__ = [
@@ -43,14 +40,7 @@ __all__ = [
     "save_figure",
     "read_manifest",
     "load_runs",
-    "RunSpec",
-    "RunResult",
-    "discover_notebooks",
-    "load_sweep",
-    "plan_runs",
-    "execute_run",
-    "run_batch",
-    "summary_table",
+    "update_manifest",
 ]
 
 METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "metric", "level", "seed", "value", "higher_is_better")
@@ -84,7 +74,7 @@ def read_manifest(run_dir: str | Path) -> dict | None:
         return None
 
 
-def _update_manifest(run_dir: Path, **fields: Any) -> dict:
+def update_manifest(run_dir: Path, **fields: Any) -> dict:
     m = read_manifest(run_dir) or {}
     m.update(fields)
     _write_json(run_dir / "manifest.json", m)
@@ -324,7 +314,7 @@ class Run:
         path = save_figure(fig, figure_id, self.dir)
         m = read_manifest(self.dir) or {}
         figs = [f for f in m.get("figures", []) if f != path.name] + [path.name]
-        _update_manifest(self.dir, figures=figs)
+        update_manifest(self.dir, figures=figs)
         return path
 
     def log_metrics(self, rows: Any) -> pd.DataFrame:
@@ -332,7 +322,7 @@ class Run:
         df = validate_metrics(rows, default_seed=self.seed)
         self._metrics.append(df)
         write_metrics(self.metrics, self.dir)
-        _update_manifest(self.dir, n_metrics=len(self.metrics))
+        update_manifest(self.dir, n_metrics=len(self.metrics))
         return df
 
     @property
@@ -352,7 +342,7 @@ class Run:
         self._claims = others + [row]
         write_claims(self._claims, self.dir)
         held = sum(r["holds"] for r in self._claims)
-        _update_manifest(self.dir, n_claims=len(self._claims), claims_held=held)
+        update_manifest(self.dir, n_claims=len(self._claims), claims_held=held)
         return row
 
     @property
@@ -371,7 +361,7 @@ class Run:
         write_claims(self._claims, self.dir)
         minutes = (time.time() - self._t0) / 60
         held = int(sum(r["holds"] for r in self._claims))
-        m = _update_manifest(self.dir, status="completed", finished=_now(), minutes=round(minutes, 3),
+        m = update_manifest(self.dir, status="completed", finished=_now(), minutes=round(minutes, 3),
                              n_metrics=len(self.metrics), n_claims=len(self._claims), claims_held=held)
         print(f"{self.notebook_id}: {len(self.metrics)} metric rows, claims held {held}/{len(self._claims)}, "
               f"{len(m.get('figures', []))} figures -> {self.dir}")
@@ -432,166 +422,3 @@ def load_runs(paths: Iterable[str | Path] | str | Path, table: str = "metrics", 
         cols = {"metrics": list(METRICS_COLUMNS), "claims": list(CLAIMS_COLUMNS), "manifest": []}[table]
         return pd.DataFrame(columns=cols + ["notebook", "profile", "params_hash", "run_dir"])
     return pd.concat(frames, ignore_index=True)
-
-
-# --------------------------------------------------------------------------------------------
-# the batch runner (used by `python -m xcal_core.run` and `make run`)
-# --------------------------------------------------------------------------------------------
-@dataclass
-class RunSpec:
-    """One planned execution: a notebook, its resolved parameters and its run directory."""
-
-    notebook: Path
-    notebook_id: str
-    params: dict
-    run_dir: Path
-    group: str
-
-
-@dataclass
-class RunResult:
-    spec: RunSpec
-    status: str  # completed | failed | skipped
-    minutes: float
-    claims_held: int = 0
-    n_claims: int = 0
-    error: str | None = None
-
-
-def discover_notebooks(notebook_dir: str | Path, select: Sequence[str] | None = None) -> list[Path]:
-    """Numbered notebooks ``NN_*.ipynb`` in number order, optionally filtered by id, stem or number prefix."""
-    nbs = sorted(p for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
-    if not select:
-        return nbs
-    chosen = []
-    for s in select:
-        s = Path(s).stem if s.endswith(".ipynb") else s
-        hits = [p for p in nbs if p.stem == s] or [p for p in nbs if p.stem.startswith(s.zfill(2) + "_")]
-        if not hits:
-            raise ValueError(f"`notebooks`: no notebook matches {s!r}; available: {[p.stem for p in nbs]}")
-        chosen.extend(h for h in hits if h not in chosen)
-    return sorted(chosen)
-
-
-def load_sweep(path: str | Path) -> dict:
-    """Read a sweep YAML::
-
-        name: seeds
-        profile: workshop            # optional, default workshop
-        runs:
-          - notebook: 01_calibration_under_perturbations
-            parameters: {N_EPOCHS: 10}     # fixed values (optional)
-            grid: {SEED: [0, 1, 2]}        # cartesian product (optional)
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"`sweep` file {p} does not exist")
-    spec = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(spec, dict) or not isinstance(spec.get("runs"), list) or not spec["runs"]:
-        raise ValueError(f"`sweep` {p}: expected a mapping with a non-empty 'runs' list")
-    spec.setdefault("name", p.stem)
-    for i, r in enumerate(spec["runs"]):
-        if not isinstance(r, dict) or "notebook" not in r:
-            raise ValueError(f"`sweep` {p}: runs[{i}] needs a 'notebook' key")
-        extra = set(r) - {"notebook", "parameters", "grid"}
-        if extra:
-            raise ValueError(f"`sweep` {p}: runs[{i}] has unknown keys {sorted(extra)}; allowed: notebook, parameters, grid")
-    return spec
-
-
-def _expand(entry: Mapping[str, Any]) -> list[dict]:
-    fixed = dict(entry.get("parameters") or {})
-    grid = dict(entry.get("grid") or {})
-    if not grid:
-        return [fixed]
-    keys = list(grid)
-    for k in keys:
-        if not isinstance(grid[k], list) or not grid[k]:
-            raise ValueError(f"sweep grid entry {k!r} must be a non-empty list")
-    return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
-
-
-def plan_runs(notebook_dir: str | Path, out_dir: str | Path, profile: str = "workshop", notebooks: Sequence[str] | None = None,
-              sweep: str | Path | None = None, parameters: Mapping[str, Any] | None = None) -> list[RunSpec]:
-    """Resolve every run's parameters (validating them up front) and its output directory."""
-    out_dir = Path(out_dir)
-    entries: list[tuple[Path, dict, str]] = []
-    if sweep is not None:
-        spec = load_sweep(sweep)
-        profile = spec.get("profile", profile)
-        for e in spec["runs"]:
-            for nb in discover_notebooks(notebook_dir, [e["notebook"]]):
-                for ps in _expand(e):
-                    entries.append((nb, {**(parameters or {}), **ps}, spec["name"]))
-    else:
-        for nb in discover_notebooks(notebook_dir, notebooks):
-            entries.append((nb, dict(parameters or {}), profile))
-    specs = []
-    for nb, ps, group in entries:
-        schema = load_schema(nb.stem)
-        ps = {**ps, "PROFILE": ps.get("PROFILE", profile)}
-        resolved, _ = resolve_params(schema, ps)
-        run_dir = out_dir / group / f"{nb.stem}__{params_hash(resolved)}"
-        specs.append(RunSpec(nb, nb.stem, ps, run_dir, group))
-    return specs
-
-
-def execute_run(spec: RunSpec, kernel_name: str = "python3", resume: bool = True, timeout: int | None = None) -> RunResult:
-    """Execute one notebook with papermill; failures are recorded in its manifest, never raised."""
-    import papermill as pm
-
-    m = read_manifest(spec.run_dir)
-    if resume and m and m.get("status") == "completed":
-        return RunResult(spec, "skipped", float(m.get("minutes") or 0.0), int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
-    spec.run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    params = {**spec.params, "RUN_DIR": str(spec.run_dir.resolve())}
-    try:
-        pm.execute_notebook(
-            str(spec.notebook), str(spec.run_dir / "executed.ipynb"), parameters=params, kernel_name=kernel_name,
-            cwd=str(spec.notebook.parent), progress_bar=False, log_output=False, execution_timeout=timeout,
-        )
-        error = None
-    except BaseException as e:  # noqa: BLE001 - one failing notebook must not stop the batch
-        if isinstance(e, KeyboardInterrupt):
-            raise
-        error = f"{type(e).__name__}: {e}"
-        ename = getattr(e, "ename", None)
-        if ename:
-            error = f"{ename}: {getattr(e, 'evalue', '')}"
-        tb = "".join(traceback.format_exception_only(type(e), e))[-4000:]
-    minutes = (time.time() - t0) / 60
-    m = read_manifest(spec.run_dir) or {}
-    if error is None and m.get("status") != "completed":
-        error = "the notebook finished without calling run.finish()"
-        tb = ""
-    if error is not None:
-        _update_manifest(spec.run_dir, notebook=spec.notebook_id, profile=spec.params.get("PROFILE"), status="failed",
-                         error=error, traceback=tb, finished=_now(), minutes=round(minutes, 3))
-        return RunResult(spec, "failed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)), error)
-    _update_manifest(spec.run_dir, minutes=round(minutes, 3), executed_notebook="executed.ipynb")
-    return RunResult(spec, "completed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
-
-
-def run_batch(specs: Sequence[RunSpec], kernel_name: str = "python3", resume: bool = True, timeout: int | None = None,
-              progress: Callable[[str], None] = print) -> list[RunResult]:
-    """Execute runs one after another, printing one progress line per notebook."""
-    results = []
-    n = len(specs)
-    for i, spec in enumerate(specs, 1):
-        progress(f"[{i}/{n}] {spec.notebook_id} ({spec.group}) -> {spec.run_dir} ...")
-        r = execute_run(spec, kernel_name=kernel_name, resume=resume, timeout=timeout)
-        claims = f"claims {r.claims_held}/{r.n_claims}"
-        extra = f"  {r.error}" if r.error else ""
-        progress(f"[{i}/{n}] {spec.notebook_id}: {r.status} in {r.minutes:.2f} min, {claims}{extra}")
-        results.append(r)
-    return results
-
-
-def summary_table(results: Sequence[RunResult]) -> pd.DataFrame:
-    """One row per run: notebook, status, minutes, claims held/total, run directory."""
-    return pd.DataFrame(
-        [{"notebook": r.spec.notebook_id, "group": r.spec.group, "status": r.status, "minutes": round(r.minutes, 2),
-          "claims": f"{r.claims_held}/{r.n_claims}", "run_dir": str(r.spec.run_dir)} for r in results],
-        columns=["notebook", "group", "status", "minutes", "claims", "run_dir"],
-    )
