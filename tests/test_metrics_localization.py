@@ -60,3 +60,21 @@ def test_errors_name_the_argument():
         attribution_map(torch.rand(2, 8, 8), how="max")
     with pytest.raises(ValueError, match="`attributions` must have 3 or 4 dimensions"):
         pointing_game(torch.rand(8, 8), m)
+
+
+def test_localization_table_and_uniform_reference():
+    from xcal_core.metrics.summary import localization_table
+
+    m = _masks(3)
+    inside = torch.zeros(3, 8, 8)
+    inside[m] = 1.0
+    t = localization_table({"perfect": inside, "flat": torch.ones(3, 8, 8)}, m)
+    v = t.set_index(["method", "metric"])["value"]
+    assert v[("perfect", "relevance_mass_accuracy")] == 1.0
+    assert v[("flat", "relevance_mass_accuracy")] == pytest.approx(12 / 64)
+    assert v[("uniform", "relevance_mass_accuracy")] == pytest.approx(12 / 64)
+    assert t["higher_is_better"].all()
+    with pytest.raises(TypeError, match="`attributions` must be a non-empty dict"):
+        localization_table({}, m)
+    with pytest.raises(ValueError, match="not a registered localization metric"):
+        localization_table({"a": inside}, m, metrics=["ece"])
