@@ -15,6 +15,8 @@ import yaml
 
 from .params import PROFILES, repo_root
 from .batch import EXECUTORS, plan_runs, run_batch, summary_table
+from .report import copy_reference_runs, format_scoreboard, scoreboard
+from .runs import load_runs
 
 
 def _parse_param(items: list[list[str]] | None) -> dict:
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executor", default="local", choices=EXECUTORS, help="local processes or a Dask cluster")
     ap.add_argument("--workers", type=int, default=1, help="runs at a time (local) / LocalCluster workers (dask)")
     ap.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (with --executor dask)")
+    ap.add_argument("--reference", default=None, help="copy the completed runs here afterwards (replacing it), e.g. papermill_runs/reference")
     ap.add_argument("--dry-run", action="store_true", help="only list the planned runs")
     a = ap.parse_args(argv)
     try:
@@ -64,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     table = summary_table(results)
     print()
     print(table.drop(columns=["run_dir"]).to_string(index=False))
+    run_dirs = [r.spec.run_dir for r in results if r.status in ("completed", "skipped")]
+    if run_dirs:
+        print("\nScoreboard (claims of the papers on our data):")
+        print(format_scoreboard(scoreboard(load_runs(run_dirs, table="claims"))))
+    if a.reference:
+        copied = copy_reference_runs([r.spec.run_dir for r in results], a.reference)
+        print(f"\nreference run: {len(copied)} run(s) copied to {Path(a.reference).resolve()}")
     print(f"\nresults under {Path(a.out).resolve()}")
     return 1 if any(r.status == "failed" for r in results) else 0
 

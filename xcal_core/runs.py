@@ -396,7 +396,7 @@ def load_runs(paths: Iterable[str | Path] | str | Path, table: str = "metrics", 
         status: keep only runs with this manifest status (None keeps all).
 
     Returns:
-        The concatenated rows plus ``notebook, profile, params_hash, run_dir`` columns.
+        The concatenated rows plus ``notebook, profile, run_seed, params_hash, run_dir`` columns.
     """
     if table not in ("metrics", "claims", "manifest"):
         raise ValueError(f"`table` must be 'metrics', 'claims' or 'manifest', got {table!r}")
@@ -405,7 +405,8 @@ def load_runs(paths: Iterable[str | Path] | str | Path, table: str = "metrics", 
         m = read_manifest(d)
         if m is None or (status is not None and m.get("status") != status):
             continue
-        meta = {"notebook": m.get("notebook"), "profile": m.get("profile"), "params_hash": m.get("params_hash"), "run_dir": str(d)}
+        meta = {"notebook": m.get("notebook"), "profile": m.get("profile"), "run_seed": m.get("seed"),
+                "params_hash": m.get("params_hash"), "run_dir": str(d)}
         if table == "manifest":
             row = {k: v for k, v in m.items() if k != "env"}
             row.update(meta)
@@ -420,5 +421,5 @@ def load_runs(paths: Iterable[str | Path] | str | Path, table: str = "metrics", 
         frames.append(df)
     if not frames:
         cols = {"metrics": list(METRICS_COLUMNS), "claims": list(CLAIMS_COLUMNS), "manifest": []}[table]
-        return pd.DataFrame(columns=cols + ["notebook", "profile", "params_hash", "run_dir"])
+        return pd.DataFrame(columns=cols + ["notebook", "profile", "run_seed", "params_hash", "run_dir"])
     return pd.concat(frames, ignore_index=True)

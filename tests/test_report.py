@@ -1,0 +1,58 @@
+import json
+
+import pandas as pd
+import pytest
+
+from xcal_core.report import copy_reference_runs, format_scoreboard, metric_summary, runtime_table, scoreboard
+
+
+def _claims():
+    base = dict(paper="P", statement="TS lowers ECE", expected="after < before", notebook="00_quickstart", profile="workshop")
+    return pd.DataFrame([
+        {**base, "claim_id": "C1", "observed": "0.10", "holds": True, "run_seed": 0},
+        {**base, "claim_id": "C1", "observed": "0.30", "holds": False, "run_seed": 1},
+        {**base, "claim_id": "C2", "observed": "same", "holds": True, "run_seed": 0},
+        {**base, "claim_id": "C2", "observed": "same", "holds": True, "run_seed": 1},
+        {**base, "claim_id": "C1", "observed": "0.2", "holds": True, "run_seed": 0, "profile": "smoke"},
+    ])
+
+
+def test_scoreboard_counts_seeds_and_verdicts():
+    b = scoreboard(_claims()).set_index(["claim_id", "profile"])
+    assert b.loc[("C1", "workshop"), "verdict"] == "mixed" and b.loc[("C1", "workshop"), "held_share"] == 0.5
+    assert b.loc[("C1", "workshop"), "seeds"] == 2
+    assert b.loc[("C1", "workshop"), "observed"].startswith("0.2 ± 0.14")
+    assert b.loc[("C2", "workshop"), "verdict"] == "holds" and b.loc[("C2", "workshop"), "observed"] == "same"
+    assert b.loc[("C1", "smoke"), "runs"] == 1 and b.loc[("C1", "smoke"), "observed"] == "0.2"
+    text = format_scoreboard(scoreboard(_claims()))
+    assert "mixed" in text and "1/2" in text
+    with pytest.raises(ValueError, match="lacks columns"):
+        scoreboard(pd.DataFrame({"claim_id": ["C1"]}))
+    assert scoreboard(_claims().iloc[:0]).empty
+
+
+def test_metric_summary_over_seeds():
+    m = pd.DataFrame({"notebook": "n", "experiment": "e", "dataset": "d", "model": "m", "method": "ts", "metric": "ece",
+                      "level": [0.5, 0.5, float("nan")], "seed": [0, 1, 0], "value": [0.1, 0.3, 0.2], "higher_is_better": False})
+    s = metric_summary(m)
+    row = s[s["level"] == 0.5].iloc[0]
+    assert row["mean"] == pytest.approx(0.2) and row["n"] == 2 and row["ci95"] == pytest.approx(1.96 * 0.1414214 / 2 ** 0.5, rel=1e-4)
+    assert s["level"].isna().sum() == 1 and not s["higher_is_better"].any()
+
+
+def test_runtime_table_and_reference_copy(tmp_path):
+    man = pd.DataFrame([{"notebook": "00", "profile": "smoke", "status": "completed", "minutes": 0.5, "device": "cpu", "claims_held": 2, "n_claims": 3},
+                        {"notebook": "00", "profile": "smoke", "status": "failed", "minutes": 0.1, "device": "cpu", "claims_held": 0, "n_claims": 0}])
+    t = runtime_table(man).iloc[0]
+    assert t["completed"] == 1 and t["failed"] == 1 and t["claims"] == "2/3" and t["max_minutes"] == 0.5
+    ok, bad = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    for d, st in ((ok, "completed"), (bad, "failed")):
+        (d / "artifacts").mkdir(parents=True)
+        (d / "artifacts" / "big.pt").write_bytes(b"x" * 100)
+        (d / "manifest.json").write_text(json.dumps({"status": st}))
+    ref = tmp_path / "reference"
+    (ref / "old").mkdir(parents=True)
+    copied = copy_reference_runs([ok, bad], ref)
+    assert [p.name for p in copied] == ["a"] and not (ref / "old").exists()
+    assert (ref / "a" / "manifest.json").exists() and not (ref / "a" / "artifacts").exists()
+    assert copy_reference_runs([bad], ref) == [] and (ref / "a").exists()  # nothing completed: keep the old reference
