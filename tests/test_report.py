@@ -56,3 +56,39 @@ def test_runtime_table_and_reference_copy(tmp_path):
     assert [p.name for p in copied] == ["a"] and not (ref / "old").exists()
     assert (ref / "a" / "manifest.json").exists() and not (ref / "a" / "artifacts").exists()
     assert copy_reference_runs([bad], ref) == [] and (ref / "a").exists()  # nothing completed: keep the old reference
+
+
+def test_report_figures():
+    from xcal_core.viz.report import plot_metric_summary, plot_scoreboard
+
+    fig, ax = plot_scoreboard(scoreboard(_claims()))
+    assert len(ax.patches) == 3 and ax.get_xlabel().startswith("share of runs")
+    with pytest.raises(ValueError, match="`board` is empty"):
+        plot_scoreboard(scoreboard(_claims().iloc[:0]))
+    m = pd.DataFrame({"notebook": "01_x", "experiment": "e", "dataset": "d", "model": "m", "method": ["a", "a", "b", "b"],
+                      "metric": "ece", "level": [0.0, 0.5, 0.0, 0.5], "seed": 0, "value": [0.1, 0.2, 0.1, 0.15], "higher_is_better": False})
+    fig, ax = plot_metric_summary(metric_summary(m), "ece", notebook="01")
+    assert len(ax.lines) == 2 and "↓" in ax.get_ylabel()
+    fig, ax = plot_metric_summary(metric_summary(m.assign(level=float("nan"))), "ece")
+    assert len(ax.patches) == 2
+    with pytest.raises(ValueError, match="no rows for metric 'nll'"):
+        plot_metric_summary(metric_summary(m), "nll")
+
+
+def test_key_figures_and_scoreboard_metrics(tmp_path):
+    from xcal_core.report import resolve_run_paths, scoreboard_metrics
+    from xcal_core.runs import validate_metrics
+    from xcal_core.viz.report import key_figures
+
+    m = pd.DataFrame({"notebook": "01_x", "experiment": "e", "dataset": "d", "model": "m", "method": ["a", "b"],
+                      "metric": "ece", "level": float("nan"), "seed": 0, "value": [0.1, 0.2], "higher_is_better": False})
+    figs, missing = key_figures(metric_summary(m), ["01:ece", "02:ece"])
+    assert list(figs) == ["key_01_ece"] and missing == ["02:ece"]
+    with pytest.raises(ValueError, match="must look like '01:ce_kl'"):
+        key_figures(metric_summary(m), ["ece"])
+    rows = scoreboard_metrics(scoreboard(_claims()))
+    validate_metrics(rows, default_seed=0)
+    assert rows.set_index("dataset").loc["workshop", "value"] == pytest.approx(3 / 4)
+    with pytest.raises(FileNotFoundError, match="none of"):
+        resolve_run_paths([str(tmp_path / "nope")])
+    assert resolve_run_paths([str(tmp_path)]) == [tmp_path]

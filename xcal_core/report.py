@@ -14,9 +14,23 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .params import repo_root
 from .runs import load_runs, read_manifest
 
-__all__ = ["scoreboard", "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs"]
+__all__ = ["resolve_run_paths", "scoreboard_metrics", "scoreboard", "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs"]
+
+
+def resolve_run_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Resolve run folders relative to the repository; raise naming the missing ones if none exists."""
+    if isinstance(paths, (str, Path)) or not paths:
+        raise ValueError(f"`paths` must be a non-empty list of folders, got {paths!r}")
+    root = repo_root()
+    resolved = [Path(p) if Path(p).is_absolute() else root / p for p in paths]
+    existing = [p for p in resolved if p.exists()]
+    if not existing:
+        raise FileNotFoundError(f"`paths`: none of {[str(p) for p in resolved]} exists; run `make run` first "
+                                "or point RUN_PATHS at papermill_runs/reference")
+    return existing
 
 
 def _observed_summary(values: Sequence[str]) -> str:
@@ -67,6 +81,15 @@ def scoreboard(claims: pd.DataFrame) -> pd.DataFrame:
             "verdict": "holds" if held == n else ("fails" if held == 0 else "mixed"),
         })
     return pd.DataFrame(rows, columns=cols)
+
+
+def scoreboard_metrics(board: pd.DataFrame) -> pd.DataFrame:
+    """Tidy metric rows of a scoreboard: per notebook and profile, the share of (claim, run) pairs that held."""
+    rows = []
+    for (nb, prof), g in board.groupby(["notebook", "profile"], sort=True):
+        rows.append({"experiment": "scoreboard", "dataset": prof, "model": "-", "method": nb, "metric": "claims_held_share",
+                     "level": None, "value": float(g["held"].sum() / g["runs"].sum()), "higher_is_better": True})
+    return pd.DataFrame(rows, columns=["experiment", "dataset", "model", "method", "metric", "level", "value", "higher_is_better"])
 
 
 def runtime_table(manifests: pd.DataFrame) -> pd.DataFrame:
