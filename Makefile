@@ -6,6 +6,7 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PROFILE  ?= workshop
 NOTEBOOKS ?=
+PYTEST_ARGS ?= -n 2
 PINS     := requirements.txt requirements-nodeps.txt pyproject.toml
 STAMP    := $(VENV)/.xcal-pins-$(shell cat $(PINS) | sha256sum | cut -c1-16)
 
@@ -43,7 +44,7 @@ run: venv
 	$(PY) -m xcal_core.run --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS),)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
