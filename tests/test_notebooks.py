@@ -73,3 +73,22 @@ def test_notebook_smoke_execution(path, tmp_path):
     metrics = load_runs(run_dir)
     claims = load_runs(run_dir, table="claims")
     assert len(metrics) > 0 and len(claims) > 0
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_same_seed_same_metrics(tmp_path, monkeypatch):
+    """Two CPU runs of the quickstart with the same profile and seed write identical metrics.csv
+    (the second one trains from scratch too: each run gets its own empty model cache)."""
+    path = ROOT / "notebooks" / "00_quickstart.ipynb"
+    outs = []
+    for i in range(2):
+        monkeypatch.setenv("XCAL_CACHE_DIR", str(tmp_path / f"cache{i}"))
+        spec = RunSpec(path, path.stem, {"PROFILE": "smoke", "DEVICE": "cpu"}, tmp_path / f"run{i}", "smoke")
+        res = execute_run(spec, resume=False, timeout=600)
+        assert res.status == "completed", res.error
+        outs.append((tmp_path / f"run{i}" / "metrics.csv").read_text())
+        m = json.loads((tmp_path / f"run{i}" / "manifest.json").read_text())
+        for key in ("git_sha", "git_dirty", "seed", "device", "params_hash", "env"):
+            assert key in m, f"manifest lacks {key}"
+    assert outs[0] == outs[1]
