@@ -1,0 +1,21 @@
+"""Datasets: ``load_dataset(name, ...) -> Dataset(info, train, cal, test)``.
+
+Bundled / synthetic (offline): ``digits``, ``breast_cancer``, ``wine``, ``iris``, ``diabetes``,
+``shapes``, ``synthetic_tabular``. Real (official on-disk formats under ``data_dir``; download only
+with ``allow_download=True``): ``cifar10``, ``cifar100``, ``stl10``, ``imagenet``,
+``california_housing``, ``openml:<id or name>``.
+
+Importing this package only registers loaders: no file reads, downloads or heavy imports
+(scikit-learn, torchvision and PIL are imported inside the loaders).
+"""
+
+from ._base import *  # noqa: F401,F403
+from ._base import __all__ as _base_all
+from . import bundled as _bundled  # noqa: F401  (registers the bundled loaders)
+from . import shapes as _shapes  # noqa: F401
+from . import synthetic as _synthetic  # noqa: F401
+from . import real as _real  # noqa: F401
+from .shapes import *  # noqa: F401,F403
+from .shapes import __all__ as _shapes_all
+
+__all__ = [*_base_all, *_shapes_all]

@@ -1,0 +1,625 @@
+"""Dataset containers, the dataset registry and the seeded, stratified split machinery.
+
+Every loader returns a :class:`Dataset` with three :class:`Split` s (``train``, ``cal``, ``test``) and a
+:class:`DatasetInfo`. Conventions (CONTRIBUTING.md):
+
+* images are float32 ``(N, C, H, W)`` in ``[0, 1]``; ``info.normalization`` holds the per-channel
+  training ``(mean, std)`` so that a model can normalize internally;
+* tabular inputs are float32 ``(N, D)``, already standardized with the training split's statistics,
+  which are kept in ``info.standardization`` as ``(mean, std)`` of the raw features;
+* labels are int64 ``(N,)`` for classification and float32 ``(N,)`` for regression.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from .._validation import check_fraction, check_int
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetInfo",
+    "Split",
+    "available_datasets",
+    "load_dataset",
+    "register_dataset",
+    "resolve_data_dir",
+]
+
+TASKS = ("classification", "regression")
+KINDS = ("image", "tabular")
+SPLIT_NAMES = ("train", "cal", "test")
+
+# name -> loader(*, data_dir, allow_download, seed, **options) -> Dataset
+DATASETS: dict[str, Callable[..., Dataset]] = {}
+
+# Loaders whose name takes a suffix: "openml:<id or name>" -> DATASETS["openml"](spec="<id or name>", ...)
+_PREFIXED = ("openml",)
+
+
+# ----------------------------------------------------------------------------------------------
+# containers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetInfo:
+    """Metadata of a loaded dataset.
+
+    Attributes:
+        name: registry name, e.g. ``"shapes"`` or ``"openml:61"``.
+        task: ``"classification"`` or ``"regression"``.
+        kind: ``"image"`` or ``"tabular"``.
+        input_shape: shape of one input, ``(C, H, W)`` for images, ``(D,)`` for tabular data.
+        n_classes: number of classes K (1 for regression).
+        feature_names: ``D`` feature names for tabular data; channel names for images
+            (``("red", "green", "blue")`` or ``("intensity",)``).
+        class_names: ``K`` class names (``None`` for regression).
+        train_mean: float32 tensor shaped like one input, the mean training input (the ``"mean"``
+            baseline of perturbation methods).
+        normalization: images only: ``(mean, std)`` per channel, each a tuple of C floats computed on
+            the training split, for a model's internal input normalization. ``None`` for tabular data.
+        standardization: tabular only: ``(mean, std)`` float32 tensors ``(D,)`` of the *raw* training
+            features that were used to standardize every split (already applied). ``None`` for images.
+        extra: dataset-specific metadata, e.g. ``informative_features`` (synthetic_tabular),
+            ``difficulty`` (shapes), ``target_mean`` / ``target_std`` (regression), ``source``.
+    """
+
+    name: str
+    task: str
+    kind: str
+    input_shape: tuple[int, ...]
+    n_classes: int
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...] | None
+    train_mean: torch.Tensor
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    standardization: tuple[torch.Tensor, torch.Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown `task` {self.task!r}; expected one of {list(TASKS)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown `kind` {self.kind!r}; expected one of {list(KINDS)}")
+        if tuple(self.train_mean.shape) != tuple(self.input_shape):
+            raise ValueError(
+                f"`train_mean` must be shaped like one input {tuple(self.input_shape)}, got {tuple(self.train_mean.shape)}"
+            )
+
+    @property
+    def is_image(self) -> bool:
+        """True for image datasets (inputs ``(N, C, H, W)``)."""
+        return self.kind == "image"
+
+    @property
+    def is_classification(self) -> bool:
+        """True for classification datasets (int64 labels)."""
+        return self.task == "classification"
+
+
+@dataclass
+class Split:
+    """One split of a dataset: inputs, targets and (optionally) ground-truth object masks.
+
+    Attributes:
+        x: float32 inputs ``(N, C, H, W)`` in [0, 1] (images) or ``(N, D)`` standardized (tabular).
+        y: int64 class labels ``(N,)`` or float32 regression targets ``(N,)``.
+        masks: optional bool ``(N, H, W)`` ground-truth object masks (``shapes``), else ``None``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    masks: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
+            raise TypeError("`x` and `y` of a Split must be torch tensors")
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"`x` has {self.x.shape[0]} samples but `y` has {self.y.shape[0]}")
+        if self.masks is not None:
+            if self.masks.shape[0] != self.x.shape[0]:
+                raise ValueError(f"`masks` has {self.masks.shape[0]} samples but `x` has {self.x.shape[0]}")
+            if self.masks.dtype != torch.bool:
+                raise TypeError(f"`masks` must be a bool tensor, got {self.masks.dtype}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, idx: Any) -> Split:
+        """A new Split with the samples selected by ``idx``.
+
+        Args:
+            idx: int64 index tensor / array / list, bool mask of length N, or a slice.
+
+        Returns:
+            Split holding ``x[idx]``, ``y[idx]`` and ``masks[idx]`` (copies for index arrays, views for slices).
+        """
+        if not isinstance(idx, slice):
+            idx = torch.as_tensor(np.asarray(idx) if not isinstance(idx, torch.Tensor) else idx)
+            if idx.dtype != torch.bool:
+                idx = idx.long().reshape(-1)
+                if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
+                    raise IndexError(f"`idx` out of range for a split of {len(self)} samples")
+            elif idx.shape != (len(self),):
+                raise ValueError(f"a boolean `idx` must have shape ({len(self)},), got {tuple(idx.shape)}")
+        return Split(self.x[idx], self.y[idx], None if self.masks is None else self.masks[idx])
+
+    def loader(
+        self,
+        batch_size: int = 256,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        *,
+        with_masks: bool = False,
+        drop_last: bool = False,
+    ) -> DataLoader:
+        """A ``torch.utils.data.DataLoader`` over ``(x, y)`` (or ``(x, y, masks)``).
+
+        Args:
+            batch_size: samples per batch (>= 1).
+            shuffle: reshuffle every epoch; pass ``generator`` for a reproducible order.
+            generator: torch.Generator driving the shuffle (``None`` uses torch's global RNG).
+            with_masks: also yield the bool masks (only for splits that have them).
+            drop_last: drop the last incomplete batch.
+
+        Returns:
+            DataLoader yielding ``(x, y)`` batches (``(x, y, masks)`` with ``with_masks=True``).
+        """
+        check_int(batch_size, "batch_size", low=1)
+        tensors = [self.x, self.y]
+        if with_masks:
+            if self.masks is None:
+                raise ValueError("`with_masks=True` but this split has no masks")
+            tensors.append(self.masks)
+        return DataLoader(
+            TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last
+        )
+
+    def to(self, device: torch.device | str) -> Split:
+        """A copy of the split on ``device``."""
+        return Split(self.x.to(device), self.y.to(device), None if self.masks is None else self.masks.to(device))
+
+
+@dataclass
+class Dataset:
+    """A dataset with metadata and its train / calibration / test splits.
+
+    Attributes:
+        info: :class:`DatasetInfo`.
+        train: training split (fits models and all training statistics).
+        cal: calibration / validation split, disjoint from ``train`` and ``test``.
+        test: test split.
+    """
+
+    info: DatasetInfo
+    train: Split
+    cal: Split
+    test: Split
+
+    def __post_init__(self) -> None:
+        for name in SPLIT_NAMES:
+            _validate_split(getattr(self, name), name, self.info)
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        """``{"train": ..., "cal": ..., "test": ...}``."""
+        return {"train": self.train, "cal": self.cal, "test": self.test}
+
+    def fingerprint(self) -> str:
+        """A short hex digest of the name and all split tensors (stable across runs; for cache keys)."""
+        cached = getattr(self, "_fingerprint", None)
+        if cached is not None:
+            return cached
+        h = hashlib.sha1(self.info.name.encode())
+        for name in SPLIT_NAMES:
+            s = getattr(self, name)
+            for t in (s.x, s.y):
+                t = t.detach().cpu().contiguous()
+                h.update(str((name, tuple(t.shape), str(t.dtype))).encode())
+                h.update(t.numpy().tobytes())
+        digest = h.hexdigest()[:16]
+        object.__setattr__(self, "_fingerprint", digest)
+        return digest
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"Dataset({i.name!r}, task={i.task}, kind={i.kind}, input_shape={tuple(i.input_shape)}, "
+            f"n_classes={i.n_classes}, train={len(self.train)}, cal={len(self.cal)}, test={len(self.test)})"
+        )
+
+
+def _validate_split(split: Split, name: str, info: DatasetInfo) -> None:
+    if not isinstance(split, Split):
+        raise TypeError(f"split `{name}` must be a Split, got {type(split).__name__}")
+    if len(split) == 0:
+        raise ValueError(
+            f"split `{name}` of dataset {info.name!r} is empty; increase its size "
+            f"(n_{name} / {'cal_fraction' if name == 'cal' else 'test_fraction' if name == 'test' else 'the other fractions'})"
+        )
+    x, y = split.x, split.y
+    if x.dtype != torch.float32:
+        raise TypeError(f"split `{name}`: `x` must be float32, got {x.dtype}")
+    if tuple(x.shape[1:]) != tuple(info.input_shape):
+        raise ValueError(f"split `{name}`: inputs have shape {tuple(x.shape[1:])}, info says {tuple(info.input_shape)}")
+    if not torch.isfinite(x).all():
+        n_bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"split `{name}` of dataset {info.name!r}: `x` contains {n_bad} NaN or inf value(s)")
+    if info.kind == "image" and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError(
+            f"split `{name}`: image inputs must lie in [0, 1], got [{float(x.min()):.3g}, {float(x.max()):.3g}]"
+        )
+    if y.ndim != 1:
+        raise ValueError(f"split `{name}`: `y` must be 1-D (N,), got shape {tuple(y.shape)}")
+    if info.task == "classification":
+        if y.dtype != torch.int64:
+            raise TypeError(f"split `{name}`: classification labels must be int64, got {y.dtype}")
+        if int(y.min()) < 0 or int(y.max()) >= info.n_classes:
+            raise ValueError(
+                f"split `{name}`: labels outside [0, {info.n_classes - 1}] (min {int(y.min())}, max {int(y.max())})"
+            )
+    else:
+        if y.dtype != torch.float32:
+            raise TypeError(f"split `{name}`: regression targets must be float32, got {y.dtype}")
+        if not torch.isfinite(y).all():
+            raise ValueError(f"split `{name}` of dataset {info.name!r}: `y` contains NaN or inf value(s)")
+    if split.masks is not None and tuple(split.masks.shape[1:]) != tuple(x.shape[-2:]):
+        raise ValueError(f"split `{name}`: masks must be (N, H, W) = (N, {x.shape[-2]}, {x.shape[-1]}), got {tuple(split.masks.shape)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# registry and entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator adding a loader ``fn(*, data_dir, allow_download, seed, **options) -> Dataset`` to :data:`DATASETS`."""
+
+    def deco(fn: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if name in DATASETS and DATASETS[name] is not fn:
+            raise ValueError(f"dataset {name!r} is already registered")
+        DATASETS[name] = fn
+        return fn
+
+    return deco
+
+
+def available_datasets() -> list[str]:
+    """Valid dataset names (``"openml:<id or name>"`` stands for every OpenML dataset)."""
+    return [f"{n}:<id or name>" if n in _PREFIXED else n for n in DATASETS]
+
+
+_RESERVED = ("data_dir", "allow_download", "seed", "spec")
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    allow_download: bool = False,
+    seed: int = 0,
+    **options: Any,
+) -> Dataset:
+    """Load a dataset by name with seeded train / calibration / test splits.
+
+    Bundled and synthetic sets work offline: ``digits``, ``breast_cancer``, ``wine``, ``iris``,
+    ``diabetes`` (regression), ``shapes`` (procedural RGB images with object masks) and
+    ``synthetic_tabular``. Real sets read their official on-disk formats from ``data_dir``:
+    ``cifar10``, ``cifar100``, ``stl10``, ``imagenet`` (a local ILSVRC2012 validation folder),
+    ``california_housing`` and ``openml:<id or name>``; they download only with ``allow_download=True``
+    and otherwise raise ``FileNotFoundError`` saying which files to place where.
+
+    Args:
+        name: registry name (see :data:`DATASETS`), or ``"openml:<id or name>"``.
+        data_dir: root folder of real datasets; ``None`` uses ``$XCAL_DATA_DIR`` or ``<repo>/data``.
+            Ignored by bundled and synthetic sets.
+        allow_download: let real loaders download missing files (the notebooks' ``ALLOW_DOWNLOAD``).
+        seed: seed of the split (and of the generation for synthetic sets); same seed -> same data.
+        **options: loader-specific options, e.g. ``cal_fraction``, ``test_fraction``, ``n_train``,
+            ``n_cal``, ``n_test`` (caps), ``upsample`` (digits), ``difficulty`` / ``image_size`` (shapes).
+            Unknown options raise ``ValueError`` listing the valid ones.
+
+    Returns:
+        :class:`Dataset` with ``info``, ``train``, ``cal`` and ``test``.
+
+    Raises:
+        ValueError: unknown dataset name or option, bad option value, an empty split, NaN/inf in the data.
+        FileNotFoundError: a real dataset's files are missing and ``allow_download`` is False.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a dataset name string, got {type(name).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"`seed` must be >= 0, got {seed}")
+    if not isinstance(allow_download, (bool, np.bool_)):
+        raise TypeError(f"`allow_download` must be a bool, got {type(allow_download).__name__}")
+    key, spec = name, None
+    if ":" in name:
+        key, spec = name.split(":", 1)
+        if key not in _PREFIXED or not spec.strip():
+            raise ValueError(f"unknown dataset {name!r}; expected one of {available_datasets()}")
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {available_datasets()}")
+    if key in _PREFIXED and spec is None:
+        raise ValueError(f"dataset {name!r} needs a suffix: use '{key}:<id or name>', e.g. '{key}:61' or '{key}:iris'")
+    loader = DATASETS[key]
+    params = inspect.signature(loader).parameters
+    valid = [p for p in params if p not in _RESERVED and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for dataset {name!r}; valid options: {valid}")
+    kwargs: dict[str, Any] = dict(options)
+    if key in _PREFIXED:
+        kwargs["spec"] = spec.strip()
+    return loader(data_dir=data_dir, allow_download=bool(allow_download), seed=int(seed), **kwargs)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The root of real datasets: ``data_dir``, else ``$XCAL_DATA_DIR``, else ``<repo>/data``."""
+    if data_dir is None or str(data_dir) == "":
+        env = os.environ.get("XCAL_DATA_DIR")
+        data_dir = env if env else Path(__file__).resolve().parents[2] / "data"
+    return Path(data_dir).expanduser()
+
+
+# ----------------------------------------------------------------------------------------------
+# seeded, stratified splitting
+# ----------------------------------------------------------------------------------------------
+
+
+def _rng(seed: int, purpose: str) -> np.random.Generator:
+    """An independent numpy generator for ``(seed, purpose)``."""
+    return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=(zlib.crc32(purpose.encode()),)))
+
+
+def stratified_order(y: np.ndarray | None, n: int, rng: np.random.Generator, stratify: bool = True) -> np.ndarray:
+    """A random permutation of ``range(n)`` in which every contiguous block is (nearly) stratified.
+
+    Each sample of class ``c`` gets the position ``(rank + u) / n_c`` (rank in a random order of its
+    class, ``u ~ U(0, 1)``); sorting by position interleaves the classes in proportion, so any
+    contiguous chunk holds each class's share up to about one sample.
+    """
+    if not stratify or y is None:
+        return rng.permutation(n)
+    y = np.asarray(y)
+    pos = np.empty(n, dtype=np.float64)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        ranks = rng.permutation(idx.size)
+        pos[idx] = (ranks + rng.uniform(0.0, 1.0, idx.size)) / idx.size
+    return np.argsort(pos, kind="stable")
+
+
+def _check_cap(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    return check_int(value, name, low=1)
+
+
+def split_sizes(
+    n: int,
+    cal_fraction: float,
+    test_fraction: float,
+    n_train: int | None,
+    n_cal: int | None,
+    n_test: int | None,
+) -> tuple[int, int, int]:
+    """Sizes of (train, cal, test) from fractions of ``n`` and optional caps (validated)."""
+    cal_fraction = check_fraction(cal_fraction, "cal_fraction", open_low=True, open_high=True)
+    test_fraction = check_fraction(test_fraction, "test_fraction", open_low=True, open_high=True)
+    if cal_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"`cal_fraction` + `test_fraction` must be < 1 to leave a training split, got {cal_fraction} + {test_fraction}"
+        )
+    caps = [_check_cap(n_train, "n_train"), _check_cap(n_cal, "n_cal"), _check_cap(n_test, "n_test")]
+    n_te = int(round(test_fraction * n))
+    n_ca = int(round(cal_fraction * n))
+    n_tr = n - n_te - n_ca
+    sizes = [n_tr, n_ca, n_te]
+    sizes = [s if c is None else min(s, c) for s, c in zip(sizes, caps)]
+    for s, split_name, frac in zip(sizes, SPLIT_NAMES, ("1 - cal_fraction - test_fraction", "cal_fraction", "test_fraction")):
+        if s <= 0:
+            raise ValueError(
+                f"split `{split_name}` would be empty: {n} samples with {frac} -> 0 samples; "
+                f"use a larger fraction or more data"
+            )
+    return tuple(sizes)  # type: ignore[return-value]
+
+
+def split_indices(
+    y: np.ndarray | None,
+    n: int,
+    *,
+    seed: int,
+    stratify: bool,
+    cal_fraction: float,
+    test_fraction: float,
+    n_train: int | None = None,
+    n_cal: int | None = None,
+    n_test: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded (stratified) train / cal / test index arrays over ``n`` samples.
+
+    Test comes first in the stratified order, then cal, then train, so changing the ``n_train`` cap
+    never changes the calibration or test samples.
+    """
+    n_tr, n_ca, n_te = split_sizes(n, cal_fraction, test_fraction, n_train, n_cal, n_test)
+    order = stratified_order(y, n, _rng(seed, "split"), stratify)
+    te = np.sort(order[:n_te])
+    n_te_full = int(round(test_fraction * n))
+    n_ca_full = int(round(cal_fraction * n))
+    ca = np.sort(order[n_te_full : n_te_full + n_ca])
+    tr = np.sort(order[n_te_full + n_ca_full : n_te_full + n_ca_full + n_tr])
+    return tr, ca, te
+
+
+def official_split_indices(
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    seed: int,
+    cal_fraction: float,
+    n_train: int | None,
+    n_cal: int | None,
+    n_test: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices for datasets with an official train/test split: cal is carved from the official train
+    split (stratified), test is the official test split (stratified subsample when ``n_test`` caps it).
+
+    Returns:
+        ``(train_idx, cal_idx)`` into the official training arrays and ``test_idx`` into the test arrays.
+    """
+    cal_fraction = check_fraction(cal_fraction, "cal_fraction", open_low=True, open_high=True)
+    caps = [_check_cap(n_train, "n_train"), _check_cap(n_cal, "n_cal"), _check_cap(n_test, "n_test")]
+    n = len(y_train)
+    n_ca_full = int(round(cal_fraction * n))
+    n_tr_full = n - n_ca_full
+    n_tr = n_tr_full if caps[0] is None else min(n_tr_full, caps[0])
+    n_ca = n_ca_full if caps[1] is None else min(n_ca_full, caps[1])
+    n_te = len(y_test) if caps[2] is None else min(len(y_test), caps[2])
+    for s, split_name in zip((n_tr, n_ca, n_te), SPLIT_NAMES):
+        if s <= 0:
+            raise ValueError(f"split `{split_name}` would be empty ({n} official training and {len(y_test)} test samples)")
+    order = stratified_order(y_train, n, _rng(seed, "split"), True)
+    ca = np.sort(order[:n_ca])
+    tr = np.sort(order[n_ca_full : n_ca_full + n_tr])
+    te_order = stratified_order(y_test, len(y_test), _rng(seed, "test-subsample"), True)
+    te = np.sort(te_order[:n_te])
+    return tr, ca, te
+
+
+# ----------------------------------------------------------------------------------------------
+# assembling datasets
+# ----------------------------------------------------------------------------------------------
+
+
+def _finite_or_raise(a: np.ndarray | torch.Tensor, what: str, dataset: str) -> None:
+    arr = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        n_bad = int((~np.isfinite(arr)).sum())
+        raise ValueError(f"dataset {dataset!r}: `{what}` contains {n_bad} NaN or inf value(s)")
+
+
+def build_tabular(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    feature_names: Sequence[str],
+    class_names: Sequence[str] | None,
+    cal_fraction: float,
+    test_fraction: float,
+    n_train: int | None,
+    n_cal: int | None,
+    n_test: int | None,
+    standardize_target: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> Dataset:
+    """Split raw tabular arrays and standardize them with the training split's statistics.
+
+    Args:
+        x: raw features ``(N, D)`` (any real dtype, finite).
+        y: class labels ``(N,)`` in ``[0, K)`` or regression targets ``(N,)``.
+        standardize_target: regression only: also standardize ``y`` with training statistics (kept in
+            ``info.extra["target_mean"]`` / ``["target_std"]`` to map predictions back).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    if x.ndim != 2:
+        raise ValueError(f"dataset {name!r}: features must be (N, D), got shape {x.shape}")
+    _finite_or_raise(x, "x", name)
+    if task == "regression":
+        y = y.astype(np.float64)
+        _finite_or_raise(y, "y", name)
+    classification = task == "classification"
+    tr, ca, te = split_indices(
+        y if classification else None, len(y), seed=seed, stratify=classification,
+        cal_fraction=cal_fraction, test_fraction=test_fraction, n_train=n_train, n_cal=n_cal, n_test=n_test,
+    )
+    mean = x[tr].mean(0)
+    std = x[tr].std(0)
+    std = np.where(std > 1e-12, std, 1.0)
+    xs = ((x - mean) / std).astype(np.float32)
+    extra = dict(extra or {})
+    if classification:
+        yt = torch.as_tensor(y.astype(np.int64))
+        n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
+    else:
+        if standardize_target:
+            t_mean, t_std = float(y[tr].mean()), float(y[tr].std()) or 1.0
+        else:
+            t_mean, t_std = 0.0, 1.0
+        extra.update(target_mean=t_mean, target_std=t_std, target_standardized=bool(standardize_target))
+        yt = torch.as_tensor(((y - t_mean) / t_std).astype(np.float32))
+        n_classes = 1
+    xt = torch.from_numpy(xs)
+    train = Split(xt[tr].clone(), yt[tr].clone())
+    info = DatasetInfo(
+        name=name,
+        task=task,
+        kind="tabular",
+        input_shape=(x.shape[1],),
+        n_classes=n_classes,
+        feature_names=tuple(str(f) for f in feature_names),
+        class_names=None if not classification else tuple(str(c) for c in class_names),
+        train_mean=train.x.mean(0),
+        normalization=None,
+        standardization=(torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)),
+        extra=extra,
+    )
+    return Dataset(info, train, Split(xt[ca].clone(), yt[ca].clone()), Split(xt[te].clone(), yt[te].clone()))
+
+
+def channel_names(c: int) -> tuple[str, ...]:
+    """Channel names used as ``feature_names`` of image datasets."""
+    return ("red", "green", "blue") if c == 3 else ("intensity",) if c == 1 else tuple(f"channel_{i}" for i in range(c))
+
+
+def build_image(
+    name: str,
+    train: Split,
+    cal: Split,
+    test: Split,
+    *,
+    class_names: Sequence[str],
+    extra: dict[str, Any] | None = None,
+) -> Dataset:
+    """Assemble an image dataset from float32 [0, 1] splits; computes ``train_mean`` and the
+    per-channel training ``(mean, std)`` for ``info.normalization``."""
+    for split_name, s in (("train", train), ("cal", cal), ("test", test)):
+        if s.x.ndim != 4:
+            raise ValueError(f"split `{split_name}` of {name!r}: images must be (N, C, H, W), got {tuple(s.x.shape)}")
+        _finite_or_raise(s.x, f"{split_name}.x", name)
+    x = train.x
+    ch_mean = x.mean(dim=(0, 2, 3))
+    ch_std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    info = DatasetInfo(
+        name=name,
+        task="classification",
+        kind="image",
+        input_shape=tuple(x.shape[1:]),
+        n_classes=len(class_names),
+        feature_names=channel_names(x.shape[1]),
+        class_names=tuple(str(c) for c in class_names),
+        train_mean=x.mean(0) if len(x) else torch.zeros(x.shape[1:]),
+        normalization=(tuple(float(v) for v in ch_mean), tuple(float(v) for v in ch_std)),
+        standardization=None,
+        extra=dict(extra or {}),
+    )
+    return Dataset(info, train, cal, test)
+
