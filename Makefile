@@ -25,8 +25,8 @@ $(STAMP): $(PINS)
 	@echo "installing the pinned environment into $(VENV) (first time: a few minutes, ~6 GB)"
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade >/dev/null
 	@if $(PY) -m pip install -q uv >/dev/null 2>&1; then \
-	  $(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt && \
-	  $(VENV)/bin/uv pip install -q --python $(PY) --no-deps -r requirements-nodeps.txt && \
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt && \
+	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) --no-deps -r requirements-nodeps.txt && \
 	  $(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e . ; \
 	else \
 	  $(PY) -m pip install -q -r requirements.txt && \
