@@ -1,0 +1,335 @@
+"""Optimized aggregation: normalization, simplex QP (exact vs cvxpy vs brute force), Gram matrices vs the
+metrics they encode, Theorem 4.2, strategies, held-out evaluation, errors."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from xcal_core.aggregation import (
+    agg_mean,
+    agg_var,
+    aggregate,
+    ambiguity_decomposition,
+    combine_grams,
+    evaluate_aggregations,
+    explanation_stack,
+    faith_samples,
+    infidelity_gram,
+    normalize_attributions,
+    project_simplex,
+    sensitivity_gram,
+    simplex_objective,
+    solve_simplex_qp,
+    solve_simplex_qp_exact,
+)
+from xcal_core.metrics import avg_sensitivity, infidelity, random_masks, uniform_noise
+
+
+def saliency(model, x, target):
+    x = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x).gather(1, target[:, None]).sum(), x)
+    return g
+
+
+def input_x_gradient(model, x, target):
+    return saliency(model, x, target) * x
+
+
+def relu_gradient(model, x, target):
+    return saliency(model, x, target).clamp_min(0)
+
+
+METHODS = {"saliency": saliency, "ixg": input_x_gradient, "relu_grad": relu_gradient}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).eval()
+    x = torch.rand(5, 2, 6, 6, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)
+    return model, x, y
+
+
+def _random_psd(B, k, rank, seed):
+    A = torch.randn(B, rank, k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return A.transpose(1, 2) @ A / rank
+
+
+# ------------------------------------------------------------------------------------- normalization
+
+
+def test_normalize_constant_and_zero_maps_without_nan():
+    a = torch.zeros(3, 2, 4, 4)
+    a[1] = 0.7
+    a[2, 0, 1, 1] = -2.0
+    for scale in ("max", "minmax"):
+        out = normalize_attributions(a, scale=scale)
+        assert out.shape == (3, 4, 4) and torch.isfinite(out).all()
+        assert torch.all(out[0] == 0)
+    assert torch.all(normalize_attributions(a, scale="minmax")[1] == 0)  # constant map -> zeros
+    assert torch.allclose(normalize_attributions(a)[1], torch.ones(4, 4))  # max scaling: constant -> ones
+    out = normalize_attributions(a)
+    assert float(out[2].max()) == 1.0 and float(out[2].min()) == 0.0
+    # channel sum happens before |.|: opposite channels cancel; abs_sum does not
+    b = torch.stack([torch.ones(4, 4), -torch.ones(4, 4)])[None]
+    assert torch.all(normalize_attributions(b, reduce="sum", scale="none") == 0)
+    assert torch.all(normalize_attributions(b, reduce="abs_sum", scale="none") == 2)
+    with pytest.raises(ValueError, match="scale"):
+        normalize_attributions(a, scale="l2")
+    with pytest.raises(ValueError, match="NaN"):
+        normalize_attributions(torch.full((1, 1, 2, 2), float("nan")))
+
+
+# ----------------------------------------------------------------------------------------------- QP
+
+
+def test_exact_solver_matches_cvxpy_on_random_problems():
+    M = _random_psd(12, 5, 8, 0)
+    we = solve_simplex_qp_exact(M)
+    wc = solve_simplex_qp(M, solver="CLARABEL")
+    for w in (we, wc):
+        assert torch.all(w >= 0) and torch.allclose(w.sum(1), torch.ones(12, dtype=torch.float64))
+    oe, oc = simplex_objective(M, we), simplex_objective(M, wc)
+    assert torch.all(oe <= oc + 1e-7 * oc.abs().clamp_min(1.0))
+    assert torch.allclose(we, wc, atol=1e-4)
+
+
+def test_exact_solver_matches_brute_force_grid_k3():
+    M = _random_psd(4, 3, 2, 1)  # rank 2: nearly-degenerate objective
+    grid = torch.tensor([(i, j, 200 - i - j) for i in range(201) for j in range(201 - i)], dtype=torch.float64) / 200
+    brute = torch.einsum("gi,bij,gj->bg", grid, M, grid).min(1).values
+    ours = simplex_objective(M, solve_simplex_qp_exact(M))
+    assert torch.all(ours <= brute + 1e-12)
+    assert torch.all(brute - ours < 1e-3 * brute.abs().max())
+
+
+def test_rank_deficient_identical_methods_and_not_quite_psd():
+    A = torch.randn(3, 10, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    A[..., 3] = A[..., 2]  # two identical methods
+    M = A.transpose(1, 2) @ A
+    w = solve_simplex_qp_exact(M)
+    assert torch.allclose(w[:, 2], w[:, 3], atol=1e-6)  # the ridge splits ties evenly
+    torch.testing.assert_close(simplex_objective(M, w), simplex_objective(M, solve_simplex_qp(M)), rtol=1e-6, atol=1e-9)
+    # min eigenvalue -1e-6 * trace: cvxpy's quad_form would refuse (DCP); our factorized form solves it
+    bad = M[0] - 1e-6 * torch.trace(M[0]) * torch.eye(4, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wb = solve_simplex_qp(bad)
+    assert torch.all(wb >= 0) and abs(float(wb.sum()) - 1) < 1e-9
+
+
+def test_single_method_and_large_k_iterative_path():
+    assert torch.equal(solve_simplex_qp_exact(torch.eye(1)), torch.ones(1, dtype=torch.float64))
+    M = _random_psd(2, 14, 20, 3)  # k > 12: accelerated projected gradient
+    w = solve_simplex_qp_exact(M)
+    ref = solve_simplex_qp(M, solver="CLARABEL")
+    torch.testing.assert_close(simplex_objective(M, w), simplex_objective(M, ref), rtol=1e-5, atol=1e-9)
+    p = project_simplex(torch.tensor([[0.5, 2.0, -1.0]], dtype=torch.float64))
+    torch.testing.assert_close(p, torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64))
+
+
+def test_cvxpy_failure_falls_back_to_exact_with_warning(monkeypatch):
+    import cvxpy as cp
+
+    def broken(self, *a, **k):
+        raise cp.error.SolverError("solver exploded")
+
+    monkeypatch.setattr(cp.Problem, "solve", broken)
+    M = _random_psd(3, 4, 6, 4)
+    with pytest.warns(RuntimeWarning, match="exact batched solver"):
+        w = solve_simplex_qp(M)
+    torch.testing.assert_close(w, solve_simplex_qp_exact(M))
+    with pytest.raises(RuntimeError, match="did not solve"):
+        solve_simplex_qp(M, fallback=False)
+
+
+def test_qp_bad_inputs():
+    with pytest.raises(ValueError, match="square"):
+        solve_simplex_qp_exact(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        solve_simplex_qp_exact(torch.full((2, 2), float("nan")))
+    with pytest.raises(ValueError, match="solver"):
+        solve_simplex_qp(torch.eye(2), solver="NOPE")
+
+
+# ------------------------------------------------------------------------------- Gram matrices, Thm 4.2
+
+
+def test_theorem_4_2_identity_on_random_grams():
+    M = _random_psd(20, 6, 3, 5)
+    w = project_simplex(torch.randn(20, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    t = ambiguity_decomposition(M, w)
+    assert torch.all(t["residual"].abs() <= 1e-12 * t["weighted"].abs().max())
+    assert torch.all(t["diversity"] >= -1e-12) and torch.all(t["aggregate"] <= t["weighted"] + 1e-12)
+
+
+def test_sensitivity_gram_equals_squared_avg_sensitivity_of_the_aggregate(setup):
+    model, x, y = setup
+    noise = uniform_noise(7, tuple(x.shape), 0.1, generator=torch.Generator().manual_seed(6))
+    G = sensitivity_gram(model, x, y, METHODS, noise=noise, batch_size=9)
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+
+    def aggregated(mm, xx, tt):
+        return torch.einsum("k,nkhw->nhw", w.float(), explanation_stack(mm, xx, tt, METHODS))
+
+    direct = avg_sensitivity(model, x, y, aggregated, noise=noise, norm="squared").double()
+    torch.testing.assert_close(simplex_objective(G, w.expand(5, 3)), direct, rtol=1e-5, atol=1e-10)
+    # Theorem 4.2 with the per-method terms measured directly
+    singles = torch.stack([avg_sensitivity(model, x, y, lambda mm, xx, tt, i=i: explanation_stack(mm, xx, tt, METHODS)[:, i], noise=noise, norm="squared") for i in range(3)], 1).double()
+    t = ambiguity_decomposition(G, w.expand(5, 3))
+    torch.testing.assert_close(direct, (singles * w).sum(1) - t["diversity"], rtol=1e-5, atol=1e-10)
+
+
+def test_infidelity_gram_equals_infidelity_of_the_aggregate(setup):
+    model, x, y = setup
+    maps = explanation_stack(model, x, y, METHODS)
+    masks = random_masks(30, 5, (6, 6), 0.2, generator=torch.Generator().manual_seed(7))
+    s, d = faith_samples(model, x, y, maps, masks=masks, baseline="zero")
+    w = torch.tensor([0.6, 0.1, 0.3], dtype=torch.float64)
+    agg = torch.einsum("k,nkhw->nhw", w.float(), maps)
+    G0 = infidelity_gram(s, d, rescale=False)
+    direct = infidelity(model, x, y, agg, masks=masks, baseline="zero", normalize=False).double()
+    torch.testing.assert_close(simplex_objective(G0, w.expand(5, 3)), direct, rtol=1e-5, atol=1e-9)
+    G, beta = infidelity_gram(s, d, return_beta=True)
+    # with one Yeh factor per method, each single method's diagonal equals its normalized infidelity
+    singles = torch.stack([infidelity(model, x, y, maps[:, i], masks=masks, baseline="zero") for i in range(3)], 1).double()
+    torch.testing.assert_close(torch.diagonal(G, dim1=1, dim2=2), singles, rtol=1e-5, atol=1e-9)
+    assert beta.shape == (5, 3)
+
+
+def test_combine_grams_normalizes_each_term():
+    A, B = _random_psd(2, 3, 5, 8), 1000 * _random_psd(2, 3, 5, 9)
+    C = combine_grams([A, B])
+    expected = 0.5 * A / torch.linalg.matrix_norm(A)[:, None, None] + 0.5 * B / torch.linalg.matrix_norm(B)[:, None, None]
+    torch.testing.assert_close(C, expected)
+    with pytest.raises(ValueError, match="lambdas"):
+        combine_grams([A, B], [1.0])
+
+
+# ------------------------------------------------------------------------------------------ strategies
+
+
+def test_strategies_weights_on_simplex_and_robust_beats_every_single_in_sample(setup):
+    model, x, y = setup
+    res = {}
+    for strategy in ("mean", "var", "robust", "faith", "opt"):
+        res[strategy] = aggregate(model, x, y, METHODS, strategy, m=8, generator=torch.Generator().manual_seed(0), batch_size=16)
+        assert res[strategy].maps.shape == (5, 6, 6)
+    for s in ("mean", "robust", "faith", "opt"):
+        w = res[s].weights
+        assert torch.all(w >= 0) and torch.allclose(w.sum(1), torch.ones(5, dtype=torch.float64))
+    assert torch.allclose(res["mean"].weights, torch.full((5, 3), 1 / 3, dtype=torch.float64))
+    assert torch.isnan(res["var"].weights).all()
+    torch.testing.assert_close(res["mean"].maps, agg_mean(res["mean"].individual))
+    G = res["robust"].gram
+    assert torch.all(res["robust"].objective <= torch.diagonal(G, dim1=1, dim2=2).min(1).values + 1e-12)
+    Gf = res["faith"].gram
+    assert torch.all(res["faith"].objective <= torch.diagonal(Gf, dim1=1, dim2=2).min(1).values + 1e-12)
+    assert set(res["opt"].parts) == {"robust", "faith"}
+    # the cvxpy path agrees with the exact path
+    cv = aggregate(model, x, y, METHODS, "robust", m=8, generator=torch.Generator().manual_seed(0), batch_size=16, solver="cvxpy")
+    torch.testing.assert_close(cv.objective, res["robust"].objective, rtol=1e-4, atol=1e-9)
+
+
+def test_aggregating_copies_of_one_method_returns_it(setup):
+    model, x, y = setup
+    res = aggregate(model, x, y, {"a": saliency, "b": saliency}, "robust", m=3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(res.maps, explanation_stack(model, x, y, {"a": saliency})[:, 0])
+
+
+def test_agg_var_damps_disagreement():
+    maps = torch.tensor([[[1.0, 1.0]], [[1.0, 0.0]]]).view(1, 2, 2)  # feature 0 agreed, feature 1 not
+    out = agg_var(maps, eps=0.1)
+    assert float(out[0, 0]) == pytest.approx(10.0) and float(out[0, 1]) == pytest.approx(0.5 / 0.6)
+
+
+def test_evaluate_matches_standalone_metrics(setup):
+    model, x, y = setup
+    res = aggregate(model, x, y, METHODS, "opt", m=6, generator=torch.Generator().manual_seed(1))
+    ev = evaluate_aggregations(model, x, y, METHODS, {"agg_opt": res.weights, "agg_mean": torch.full((5, 3), 1 / 3)}, extra={"agg_var": agg_var}, m=9, baselines=("blur", "zero"), generator=torch.Generator().manual_seed(2))
+    assert ev.names == ["saliency", "ixg", "relu_grad", "agg_opt", "agg_mean", "agg_var"]
+    # single methods: same noise draws as avg_sensitivity with the same seed
+    single = lambda mm, xx, tt: explanation_stack(mm, xx, tt, {"s": saliency})[:, 0]  # noqa: E731
+    ref = avg_sensitivity(model, x, y, single, n_samples=9, radius=0.1, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(ev.sens_avg[:, 0], ref, rtol=1e-5, atol=1e-7)
+    # infidelity: masks are drawn after the noise from the same generator
+    g = torch.Generator().manual_seed(2)
+    uniform_noise(9, tuple(x.shape), 0.1, generator=g)
+    ref_inf = infidelity(model, x, y, res.maps, n_samples=9, generator=g)
+    torch.testing.assert_close(ev.infidelity["blur"][:, 3], ref_inf, rtol=1e-5, atol=1e-9)
+    # Theorem 4.2 on the fresh draws: direct aggregate sensitivity vs. weighted singles minus diversity
+    t = ambiguity_decomposition(ev.gram_robust, res.weights)
+    direct = ev.sens_avg_sq[:, 3].double()
+    torch.testing.assert_close(direct, (ev.sens_avg_sq[:, :3].double() * res.weights).sum(1) - t["diversity"], rtol=1e-5, atol=1e-10)
+    df = ev.to_frame(dataset="toy")
+    assert set(df.metric) == {"sens_avg", "sens_max", "sens_avg_sq", "infidelity", "fcor", "infidelity_zero", "fcor_zero"} and (df.dataset == "toy").all()
+    summ = ev.summary(["agg_opt", "saliency"])
+    assert summ.loc["agg_opt", "infidelity"] == pytest.approx(float(ev.infidelity["blur"][:, 3].mean()), rel=1e-6)
+    assert set(ev.per_image("fcor_zero", ["agg_var"])) == {"agg_var"}
+    with pytest.raises(ValueError, match="metric"):
+        ev.per_image("accuracy")
+
+
+def test_aggregate_bad_inputs(setup):
+    model, x, y = setup
+    with pytest.raises(ValueError, match="at least 2"):
+        aggregate(model, x, y, {"a": saliency}, "mean")
+    with pytest.raises(ValueError, match="strategy"):
+        aggregate(model, x, y, METHODS, "median")
+    with pytest.raises(ValueError, match="`m`"):
+        aggregate(model, x, y, METHODS, "robust", m=0)
+    with pytest.raises(ValueError, match="NaN"):
+        aggregate(model, x, y, {"a": saliency, "nan": lambda m, xx, t: torch.full_like(xx, float("nan"))}, "mean")
+    with pytest.raises(ValueError, match="shaped like the input"):
+        aggregate(model, x, y, {"a": saliency, "b": lambda m, xx, t: saliency(m, xx, t)[:, 0]}, "mean")
+    with pytest.raises(ValueError, match="unknown explanation method"):
+        aggregate(model, x, y, ["saliency", "no_such_method"], "mean")
+    with pytest.raises(TypeError, match="methods"):
+        aggregate(model, x, y, "saliency", "mean")
+
+
+def test_make_methods_and_patch_mask(setup):
+    from xcal_core.aggregation import METHOD_PRESETS, make_methods, patch_mask
+
+    model, x, y = setup
+    pm = patch_mask(6, 6, 2)
+    assert pm.shape == (6, 6) and pm.unique().numel() == 9 and torch.all(pm[:2, :2] == 0) and pm[5, 5] == 8
+    fns = make_methods(["saliency", "integrated_gradients", "occlusion", "feature_ablation"], patch=2, ig_steps=4)
+    for name, fn in fns.items():
+        a = fn(model, x, y)
+        assert a.shape == x.shape and torch.isfinite(a).all(), name
+    # feature ablation on 2x2 patches is constant inside every patch
+    fa = fns["feature_ablation"](model, x, y)[:, 0]
+    assert torch.allclose(fa[:, 0, 0], fa[:, 1, 1]) and torch.allclose(fa[:, 2, 3], fa[:, 3, 2])
+    assert set(METHOD_PRESETS) >= {"vargrad", "gradcam", "kernel_shap"}
+    with pytest.raises(ValueError, match="unknown method"):
+        make_methods(["saliency", "magic"])
+    with pytest.raises(ValueError, match="unique"):
+        make_methods(["saliency", "saliency"])
+
+
+def test_all_zero_maps_get_no_weight(setup):
+    from xcal_core.aggregation import nondegenerate
+
+    model, x, y = setup
+    zero = lambda m, xx, t: torch.zeros_like(xx)  # noqa: E731  (sensitivity 0: would win AGG_robust trivially)
+    fns = {"saliency": saliency, "zero": zero, "ixg": input_x_gradient}
+    res = aggregate(model, x, y, fns, "robust", m=4, generator=torch.Generator().manual_seed(0))
+    assert torch.all(res.weights[:, 1] == 0) and torch.allclose(res.weights.sum(1), torch.ones(5, dtype=torch.float64))
+    naive = aggregate(model, x, y, fns, "robust", m=4, generator=torch.Generator().manual_seed(0), exclude_degenerate=False)
+    assert torch.allclose(naive.weights[:, 1], torch.ones(5, dtype=torch.float64))  # what the exclusion prevents
+    assert nondegenerate(res.individual).tolist() == [[True, False, True]] * 5
+    # the same mask through cvxpy and through the exact solver, and the all-disallowed fallback
+    M = _random_psd(3, 4, 6, 10)
+    allowed = torch.tensor([[True, False, True, True], [False, True, True, False], [True, True, True, True]])
+    we, wc = solve_simplex_qp_exact(M, allowed=allowed), solve_simplex_qp(M, allowed=allowed)
+    assert torch.all(we[~allowed] == 0) and torch.all(wc[~allowed] == 0)
+    torch.testing.assert_close(simplex_objective(M, we), simplex_objective(M, wc), rtol=1e-5, atol=1e-9)
+    with pytest.warns(RuntimeWarning, match="allow no method"):
+        w = solve_simplex_qp_exact(M[:1], allowed=torch.zeros(1, 4, dtype=torch.bool))
+    torch.testing.assert_close(w, solve_simplex_qp_exact(M[:1]))
+    with pytest.raises(ValueError, match="allowed"):
+        solve_simplex_qp_exact(M, allowed=torch.ones(2, 2, dtype=torch.bool))

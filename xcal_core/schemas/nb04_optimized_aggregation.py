@@ -1,0 +1,59 @@
+"""Parameters of notebooks/04_optimized_aggregation.ipynb (Decker et al., ICML 2024: AGG_robust / faith / opt)."""
+
+from xcal_core.params import NotebookSchema, Param
+
+GRADIENT_METHODS = [
+    "saliency", "input_x_gradient", "guided_backprop", "deeplift", "integrated_gradients",
+    "smoothgrad", "vargrad", "gradient_shap", "gradcam",
+]
+
+SCHEMA = NotebookSchema(
+    notebook_id="04_optimized_aggregation",
+    paper="aggopt: Decker, Bhattarai, Gu, Tresp, Buettner, ICML 2024",
+    params=[
+        Param("DATASET", str, "digits", "dataset of the main experiments", choices=["digits", "shapes", "cifar10"]),
+        Param("MODEL", str, "small_cnn", "classifier architecture (xcal_core.models)", choices=["small_cnn", "resnet18_cifar"]),
+        Param("N_TRAIN", int, 3000, "training images (at most the split size)", low=64, high=100_000),
+        Param("N_EPOCHS", int, 15, "training epochs", low=1, high=300),
+        Param("LR", float, 2e-3, "Adam learning rate", low=1e-6, high=1.0),
+        Param("N_IMAGES", int, 24, "test images explained and evaluated", low=2, high=10_000),
+        Param("METHODS", list, GRADIENT_METHODS, "attribution methods aggregated in the main tables", item_type=str),
+        Param("PERTURBATION_METHODS", list, ["occlusion", "feature_ablation", "kernel_shap"], "perturbation family for the diversity study", item_type=str),
+        Param("PATCH", int, 2, "patch size (px) of the perturbation methods", low=1, high=64),
+        Param("IG_STEPS", int, 16, "Integrated Gradients steps", low=1, high=512),
+        Param("NOISE_SAMPLES", int, 10, "SmoothGrad / VarGrad / GradientSHAP samples", low=1, high=512),
+        Param("SHAP_SAMPLES", int, 64, "KernelSHAP coalitions per image", low=8, high=4096),
+        Param("M_AGG", int, 50, "metric samples used to fit the weights (paper: 50)", low=1, high=10_000),
+        Param("M_EVAL", int, 200, "fresh metric samples for evaluation (paper: 200)", low=2, high=10_000),
+        Param("M_GRID", list, [5, 10, 25, 50, 100], "m values of the generalization study", item_type=int, low=1, high=10_000),
+        Param("RADIUS", float, 0.1, "half-width of the uniform input noise (paper: 0.1)", low=1e-6, high=10.0),
+        Param("SHARE", float, 0.2, "masked area of Infidelity / FCOR (paper: 0.2)", low=0.01, high=1.0),
+        Param("BLUR_SIGMA", float, 1.0, "Gaussian blur sigma (px) of the baseline image", low=0.1, high=64.0),
+        Param("BASELINES", list, ["blur", "zero", "mean"], "replacement baselines of INFD and FCOR; the first one is fitted", item_type=str, choices=["blur", "zero", "mean"]),
+        Param("AGG_VAR_EPS", float, 0.1, "epsilon of AGG_var", low=1e-6, high=10.0),
+        Param("SOLVER", str, "exact", "simplex QP solver", choices=["exact", "cvxpy"]),
+        Param("N_TIMING", int, 8, "images for the per-strategy cost measurement", low=1, high=1000),
+        Param("LOC_DATASET", str, "shapes", "dataset with object masks for the localization section", choices=["shapes", "none"]),
+        Param("LOC_N_TRAIN", int, 2000, "training images of the localization model", low=64, high=100_000),
+        Param("LOC_N_EPOCHS", int, 8, "training epochs of the localization model", low=1, high=300),
+        Param("LOC_N_IMAGES", int, 16, "images of the localization section", low=1, high=10_000),
+        Param("LOC_M_AGG", int, 10, "metric samples for the localization weights", low=1, high=10_000),
+        Param("BATCH_SIZE", int, 512, "perturbed inputs per explanation call / forward pass", low=1, high=65_536),
+    ],
+    profiles={
+        "smoke": {
+            "N_TRAIN": 300, "N_EPOCHS": 2, "N_IMAGES": 4,
+            "METHODS": ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradcam"],
+            "PERTURBATION_METHODS": ["occlusion", "feature_ablation"],
+            "IG_STEPS": 4, "NOISE_SAMPLES": 3, "SHAP_SAMPLES": 16, "M_AGG": 5, "M_EVAL": 10, "M_GRID": [2, 5, 10],
+            "N_TIMING": 2, "LOC_N_TRAIN": 200, "LOC_N_EPOCHS": 1, "LOC_N_IMAGES": 2, "LOC_M_AGG": 2,
+        },
+        "workshop": {},
+        "paper": {
+            "DATASET": "cifar10", "MODEL": "resnet18_cifar", "N_TRAIN": 50_000, "N_EPOCHS": 30, "N_IMAGES": 500,
+            "PATCH": 4, "IG_STEPS": 50, "NOISE_SAMPLES": 20, "SHAP_SAMPLES": 256, "BLUR_SIGMA": 2.0,
+            "N_TIMING": 50, "LOC_N_TRAIN": 3000, "LOC_N_EPOCHS": 15, "LOC_N_IMAGES": 100, "LOC_M_AGG": 50,
+            "BATCH_SIZE": 1024,
+        },
+    },
+)
