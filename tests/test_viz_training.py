@@ -1,0 +1,68 @@
+"""Tests of xcal_core.viz.training (ID-ExpO figures) and the analysis helpers they plot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xcal_core.training import compare_methods, quadrant_shares, to_metric_rows
+from xcal_core.viz import (
+    plot_delta_scatter,
+    plot_idexpo_tradeoff,
+    plot_perturbation_curves,
+    plot_soft_vs_hard,
+    plot_training_history,
+)
+
+
+def test_quadrant_shares_known_answer():
+    d_ins = torch.tensor([0.1, 0.2, -0.1, -0.2, 0.3])
+    d_omd = torch.tensor([0.1, -0.1, 0.2, -0.3, 0.0])
+    s = quadrant_shares(d_ins, d_omd)
+    assert s == pytest.approx({"both_better": 0.2, "ins_only": 0.4, "del_only": 0.2, "neither": 0.2})
+    with pytest.raises(ValueError, match="same length"):
+        quadrant_shares(torch.zeros(3), torch.zeros(4))
+
+
+def test_compare_methods_and_metric_rows():
+    table = pd.DataFrame({"method": ["pretrained", "ce_only", "ce_only", "idexpo", "idexpo"], "seed": [0, 0, 1, 0, 1],
+                          "lambda1": [np.nan, np.nan, np.nan, 0.1, 0.1], "ins": [0.3, 0.30, 0.34, 0.50, 0.52],
+                          "del": [0.2, 0.2, 0.21, 0.1, 0.12], "accuracy": [0.9, 0.9, 0.91, 0.9, 0.9],
+                          "seconds_per_epoch": [np.nan, 1.0, 1.0, 3.0, 3.1]})
+    c = compare_methods(table, "ins", lambda1=0.1)
+    assert c["diff"] == pytest.approx(0.19) and c["spread"] == pytest.approx(0.04) and c["n_seeds"] == 2
+    with pytest.raises(ValueError, match="unknown `metric`"):
+        compare_methods(table, "auc")
+    with pytest.raises(ValueError, match="lambda1=0.5"):
+        compare_methods(table, "ins", lambda1=0.5)
+    rows = to_metric_rows(table, experiment="gradcam", dataset="digits", model="small_cnn")
+    assert list(rows.columns) == ["experiment", "dataset", "model", "method", "metric", "level", "seed", "value", "higher_is_better"]
+    assert len(rows) == 5 * 4 - 1  # the pretrained model has no seconds_per_epoch
+    assert set(rows.loc[rows["metric"] == "del", "higher_is_better"]) == {False}
+
+
+def test_figures_return_fig_and_axes():
+    fr = torch.linspace(0, 0.5, 9)
+    fig, ax = plot_perturbation_curves(fr, {"a": torch.rand(5, 9), "b": torch.rand(5, 9)}, title="t")
+    assert ax.get_title() == "t" and len(ax.get_lines()) == 2
+    with pytest.raises(ValueError, match="shape"):
+        plot_perturbation_curves(fr, {"a": torch.rand(5, 8)})
+    sweep = pd.DataFrame({"method": ["ce_only", "idexpo"] * 2, "eta": [0.5, 0.5, 3.0, 3.0], "accuracy": [0.9, 0.88, 0.9, 0.9],
+                          "ins": [0.3, 0.5, 0.3, 0.4], "one_minus_del": [0.7, 0.9, 0.7, 0.8]})
+    fig, axes = plot_idexpo_tradeoff(sweep)
+    assert len(axes) == 2 and axes[1].get_ylabel().startswith("mean 1 - deletion")
+    with pytest.raises(ValueError, match="columns"):
+        plot_idexpo_tradeoff(sweep.drop(columns="ins"))
+    fig, ax = plot_delta_scatter(torch.randn(20), torch.randn(20), quadrant_shares(torch.randn(20), torch.randn(20)))
+    assert len(ax.texts) == 4
+    hist = pd.DataFrame({"epoch": [0, 1, 2], "ce": [np.nan, 0.5, 0.4], "r_ins": [np.nan, 1.0, 0.9], "r_del": [np.nan, 2.0, 1.5],
+                         "val_acc": [0.9, 0.9, 0.91], "val_ins": [0.3, 0.4, 0.5], "val_del": [0.3, 0.2, 0.1],
+                         "selected": [False, False, True]})
+    fig, axes = plot_training_history(hist)
+    assert len(axes[0].get_lines()) == 3
+    agree = pd.DataFrame({"tau": [1.0, 10.0] * 2, "metric": ["ins", "ins", "del", "del"], "mean_abs_diff": [0.1, 0.001, 0.2, 0.002],
+                          "max_abs_diff": [0.3, 0.01, 0.4, 0.02]})
+    fig, ax = plot_soft_vs_hard(agree)
+    assert ax.get_xscale() == "log"
