@@ -40,8 +40,12 @@ $(STAMP): $(PINS)
 kernel: venv
 	@$(PY) -m ipykernel install --sys-prefix --name xcal --display-name "Python (xcal)"
 
+# The full workshop run (every notebook, 06_reproduction_report last) refreshes the committed
+# reference run papermill_runs/reference/; a partial or other-profile run does not.
+REFERENCE := $(if $(NOTEBOOKS),,$(if $(filter workshop,$(PROFILE)),--reference papermill_runs/reference,))
+
 run: venv
-	$(PY) -m xcal_core.run --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS),)
+	$(PY) -m xcal_core.run --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS),) $(REFERENCE)
 
 test: venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
