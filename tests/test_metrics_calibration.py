@@ -1,0 +1,193 @@
+"""Calibration metrics: hand-computed answers, numpy / scipy / sklearn cross-checks, CE_KL behaviour."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import dirichlet
+
+from xcal_core.metrics import (
+    BANDWIDTH_GRID,
+    METRICS,
+    brier,
+    ce_kl,
+    classwise_ece,
+    ece,
+    nll,
+    reliability_data,
+    select_bandwidth,
+)
+
+
+def _ref_ece(p, y, n_bins):
+    """Straightforward numpy top-label ECE with bins (lo, hi]."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y)
+    conf, pred = p.max(1), p.argmax(1)
+    total = 0.0
+    for b in range(n_bins):
+        lo, hi = b / n_bins, (b + 1) / n_bins
+        m = (conf > lo) & (conf <= hi) if b > 0 else (conf <= hi)
+        if m.any():
+            total += m.sum() / len(y) * abs((pred[m] == y[m]).mean() - conf[m].mean())
+    return total
+
+
+def _sample(n=3000, k=4, scale=2.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, k, generator=g) * scale
+    p = torch.softmax(z, 1)
+    y = torch.multinomial(p, 1, generator=g).squeeze(1)
+    return z, p, y
+
+
+def test_ece_tiny_known_answer():
+    # Two bins. Bin (0, .5]: confidences .4,.5 ; bin (.5, 1]: .9 (correct), .8 (wrong)
+    p = torch.tensor([[0.4, 0.3, 0.3], [0.5, 0.5, 0.0], [0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
+    y = torch.tensor([0, 1, 0, 0])
+    # bin 1: acc 1/2 (pred 0 for row 0 correct, row 1 argmax=0 wrong), conf .45 -> |.5-.45| * 2/4 = 0.025
+    # bin 2: acc 1/2, conf .85 -> |.5-.85| * 2/4 = 0.175
+    assert ece(p, y, n_bins=2) == pytest.approx(0.2)
+    rd = reliability_data(p, y, n_bins=2)
+    np.testing.assert_allclose(rd.confidence, [0.45, 0.85])
+    np.testing.assert_allclose(rd.accuracy, [0.5, 0.5])
+    np.testing.assert_array_equal(rd.count, [2, 2])
+    assert rd.ece == pytest.approx(0.2)
+    assert len(rd.to_frame()) == 2
+
+
+@pytest.mark.parametrize("n_bins", [1, 10, 15])
+def test_ece_matches_numpy_reference(n_bins):
+    _, p, y = _sample(seed=2)
+    p_sharp = torch.softmax(torch.log(p) * 2, 1)
+    for q in (p, p_sharp):
+        assert ece(q, y, n_bins=n_bins) == pytest.approx(_ref_ece(q, y, n_bins), abs=1e-10)
+
+
+def test_ece_adaptive_bins_have_equal_mass_and_known_answer():
+    _, p, y = _sample(n=1000, seed=4)
+    rd = reliability_data(p, y, n_bins=10, binning="adaptive")
+    assert set(rd.count.tolist()) == {100}
+    assert np.all(rd.bin_lower[1:] >= rd.bin_upper[:-1] - 1e-12)
+    conf, pred = p.max(1)
+    order = torch.argsort(conf)
+    ref = sum(
+        len(idx) / 1000 * abs(float((pred[idx] == y[idx]).double().mean()) - float(conf[idx].double().mean()))
+        for idx in np.array_split(order.numpy(), 10)
+    )
+    assert ece(p, y, n_bins=10, binning="adaptive") == pytest.approx(ref, abs=1e-10)
+
+
+def test_classwise_ece_reference_and_nll_brier_against_sklearn():
+    from sklearn.metrics import log_loss
+
+    _, p, y = _sample(n=800, k=3, seed=5)
+    ref = np.mean([_ref_binary_gap(p[:, k].double().numpy(), (y == k).numpy(), 15) for k in range(3)])
+    assert classwise_ece(p, y) == pytest.approx(ref, abs=1e-10)
+    assert nll(p, y) == pytest.approx(log_loss(y.numpy(), p.double().numpy(), labels=[0, 1, 2]), rel=1e-6)
+    onehot = np.eye(3)[y.numpy()]
+    assert brier(p, y) == pytest.approx(((p.double().numpy() - onehot) ** 2).sum(1).mean(), rel=1e-9)
+    assert brier(torch.tensor([[1.0, 0.0]]), torch.tensor([1])) == pytest.approx(2.0)
+
+
+def _ref_binary_gap(s, hit, n_bins):
+    total = 0.0
+    for b in range(n_bins):
+        lo, hi = b / n_bins, (b + 1) / n_bins
+        m = (s > lo) & (s <= hi) if b > 0 else (s <= hi)
+        if m.any():
+            total += m.sum() / len(s) * abs(hit[m].mean() - s[m].mean())
+    return total
+
+
+def test_metric_metadata():
+    for name in ("ece", "classwise_ece", "nll", "brier", "ce_kl"):
+        assert METRICS[name].higher_is_better is False
+        assert METRICS[name].category == "calibration"
+
+
+def _ref_ce_kl(p, y, h):
+    """Direct O(n^2) loop with scipy's Dirichlet pdf."""
+    p = np.asarray(p, dtype=np.float64)
+    p = p / p.sum(1, keepdims=True)
+    n, k = p.shape
+    logk = np.array([[dirichlet.logpdf(p[i], p[j] / h + 1) for j in range(n)] for i in range(n)])
+    np.fill_diagonal(logk, -np.inf)
+    w = np.exp(logk - logk.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    c = np.clip(w @ np.eye(k)[y], 1e-45, None)
+    return float(np.mean((c * (np.log(c) - np.log(p))).sum(1)))
+
+
+def test_ce_kl_matches_direct_scipy_loop_and_is_chunk_invariant():
+    _, p, y = _sample(n=60, k=3, scale=1.0, seed=6)
+    ref = _ref_ce_kl(p.numpy(), y.numpy(), 0.05)
+    assert ce_kl(p, y, 0.05) == pytest.approx(ref, rel=1e-6)
+    assert ce_kl(p, y, 0.05, chunk_size=7) == pytest.approx(ref, rel=1e-6)
+
+
+def test_select_bandwidth_maximizes_loo_likelihood():
+    _, p, _ = _sample(n=80, k=3, scale=1.0, seed=7)
+    grid = [0.01, 0.03, 0.1, 0.3, 1.0]
+    pn = p.double().numpy()
+    pn = pn / pn.sum(1, keepdims=True)
+
+    def loo(h):
+        ll = 0.0
+        for i in range(len(pn)):
+            vals = [dirichlet.logpdf(pn[i], pn[j] / h + 1) for j in range(len(pn)) if j != i]
+            ll += np.logaddexp.reduce(vals) - math.log(len(pn) - 1)
+        return ll
+
+    best = grid[int(np.argmax([loo(h) for h in grid]))]
+    assert select_bandwidth(p, grid) == best
+    assert select_bandwidth(p, grid, chunk_size=11) == best
+
+
+def test_groups_make_copies_harmless():
+    # three exact copies of every row, grouped: the leave-one-group-out estimate equals the plain one
+    _, p, y = _sample(n=120, k=3, scale=1.5, seed=10)
+    rep_p, rep_y, grp = p.repeat(3, 1), y.repeat(3), torch.arange(120).repeat(3)
+    assert ce_kl(rep_p, rep_y, 0.05, groups=grp) == pytest.approx(ce_kl(p, y, 0.05), rel=1e-9)
+    assert select_bandwidth(rep_p, groups=grp) == select_bandwidth(p)
+    # without groups the copies leak their own labels: a much smaller (too optimistic) bandwidth
+    assert select_bandwidth(rep_p) == min(BANDWIDTH_GRID)
+    with pytest.raises(ValueError, match="`groups`"):
+        ce_kl(p, y, 0.05, groups=torch.zeros(120))
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_coarse_to_fine_bandwidth_search_matches_exhaustive(scale):
+    _, p, _ = _sample(n=300, k=3, scale=scale, seed=9)
+    assert select_bandwidth(p) == select_bandwidth(p, search="exhaustive")
+
+
+def test_ce_kl_near_zero_when_calibrated_and_grows_with_miscalibration():
+    z, p, y = _sample(n=1000, k=2, scale=2.0, seed=8)
+    h = select_bandwidth(p)
+    values = [ce_kl(torch.softmax(z * s, 1), y, h) for s in (1.0, 1.5, 2.5)]
+    assert values[0] < 0.02
+    assert values[0] < values[1] < values[2]
+    assert values[2] > 5 * values[0]
+    # with the bandwidth chosen internally the calibrated model still has the smallest error
+    assert ce_kl(p[:300], y[:300]) < ce_kl(torch.softmax(z[:300] * 2.5, 1), y[:300])
+
+
+def test_bad_input():
+    z, p, y = _sample(n=30)
+    with pytest.raises(ValueError, match="`probs` must hold probabilities"):
+        ece(z, y)
+    with pytest.raises(ValueError, match="`labels` has 29 labels"):
+        nll(p, y[:29])
+    with pytest.raises(ValueError, match="unknown `binning`"):
+        ece(p, y, binning="quantile")
+    with pytest.raises(ValueError, match="`n_bins`"):
+        ece(p, y, n_bins=0)
+    with pytest.raises(ValueError, match="`bandwidth`"):
+        ce_kl(p, y, bandwidth=-1.0)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        ce_kl(p[:1], y[:1], 0.1)
+    with pytest.raises(ValueError, match="outside"):
+        brier(p, y + 4)
+    with pytest.raises(ValueError, match="unknown `search`"):
+        select_bandwidth(p, search="golden")
