@@ -1,0 +1,351 @@
+"""Tests of xcal_core.uq: explanation distributions, summaries (mean / std / CV) and ranked insertion / deletion."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from scipy import stats
+
+from xcal_core.models.stochastic import sample_realisations, to_dropconnect, to_flipout
+from xcal_core.uq import (
+    ExplanationSummary,
+    MeanPrediction,
+    class_summary,
+    explanation_cv,
+    explanation_distribution,
+    kruskal_by_class,
+    map_rank_correlation,
+    postprocess_maps,
+    predictive_uncertainty,
+    ranked_perturbation_curves,
+    realisation_targets,
+    sample_perturbation_auc,
+    summarize,
+)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def cnn(p=None, seed=0):
+    torch.manual_seed(seed)
+    layers = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten()]
+    if p is not None:
+        layers.append(nn.Dropout(p))
+    return nn.Sequential(*layers, nn.Linear(4 * 6 * 6, 3)).eval()
+
+
+X = torch.rand(4, 1, 6, 6, generator=gen(1))
+MASK = (torch.arange(36).reshape(6, 6) // 6) // 2 * 3 + (torch.arange(36).reshape(6, 6) % 6) // 2  # 3x3 cells of 2x2
+
+
+# ------------------------------------------------------------------------------- summaries
+def test_summarize_known_answer():
+    # T = 4 samples of a 1 x 3 map: feature 0 constant, feature 1 symmetric, feature 2 all zero
+    d = torch.tensor([[[2.0, 1.0, 0.0]], [[2.0, 3.0, 0.0]], [[2.0, 1.0, 0.0]], [[2.0, 3.0, 0.0]]])
+    s = summarize(d, rel_eps=0.0)
+    assert torch.allclose(s.mean, torch.tensor([[2.0, 2.0, 0.0]]))
+    assert torch.allclose(s.std, torch.tensor([[0.0, 1.0, 0.0]]))  # population std (1/T)
+    assert torch.allclose(s.cv, torch.tensor([[0.0, 0.5, 0.0]]))  # 0/0 -> 0 through abs_eps
+    per = s.per_input()
+    assert torch.allclose(per["cv_mean"], torch.tensor([0.5 / 3]))
+    assert torch.allclose(per["std_mean"], torch.tensor([1 / 3]))
+    assert torch.allclose(per["cv_global"], torch.tensor([1.0 / 4.0]))
+    assert s.n_realisations == 4
+    assert list(s.to_frame().columns) == ["index", "cv_mean", "cv_median", "std_mean", "mean_abs", "cv_global"]
+
+
+def test_cv_epsilon_rule_never_inf_or_nan():
+    # signed samples with mean exactly zero but std > 0
+    d = torch.tensor([[[1.0, 4.0]], [[-1.0, 4.0]]])
+    s = summarize(d)
+    assert torch.isfinite(s.cv).all()
+    eps = 1e-8 * 4.0 + 1e-12
+    assert torch.allclose(s.eps, torch.tensor([eps]))
+    assert math.isclose(float(s.cv[0, 0]), 1.0 / eps, rel_tol=1e-5)
+    # all-zero distribution: CV = 0 everywhere
+    z = summarize(torch.zeros(5, 2, 3, 3))
+    assert torch.equal(z.cv, torch.zeros(2, 3, 3)) and not torch.isnan(z.cv).any()
+
+
+def test_absolute_maps_bound_cv():
+    d = torch.randn(10, 3, 2, 4, 4, generator=gen(2))
+    s = summarize(d, absolute=True, channel_reduce="sum")
+    assert s.mean.shape == (3, 4, 4) and (s.mean >= 0).all()
+    assert float(s.cv.max()) <= math.sqrt(10 - 1) + 1e-5
+    # one non-zero sample among T reaches the bound
+    one = torch.zeros(10, 1, 3)
+    one[0] = 1.0
+    assert torch.allclose(summarize(one, absolute=True).cv, torch.full((1, 3), 3.0), atol=1e-5)
+    assert torch.allclose(postprocess_maps(d, absolute=True, channel_reduce="max"), d.abs().amax(2))
+    assert torch.allclose(explanation_cv(d, channel_reduce="sum"), s.per_input()["cv_mean"])
+
+
+def test_map_rank_correlation_matches_scipy():
+    a = torch.randn(5, 2, 3, generator=gen(3))
+    b = a + 0.7 * torch.randn(5, 2, 3, generator=gen(4))
+    b[0, 0, 0] = b[0, 0, 1]  # a tie
+    ours = map_rank_correlation(a, b)
+    ref = [stats.spearmanr(a[i].flatten(), b[i].flatten()).statistic for i in range(5)]
+    assert np.allclose(ours.numpy(), ref, atol=1e-6)
+    assert torch.allclose(map_rank_correlation(a, -a), -torch.ones(5))
+    assert torch.equal(map_rank_correlation(torch.ones(2, 4), torch.ones(2, 4)), torch.ones(2))
+
+
+def test_class_summary_and_kruskal():
+    v = torch.tensor([1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 5.0])
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    df = class_summary(v, y, class_names=["a", "b", "c"])
+    assert df["mean"].tolist() == [2.0, 11.0, 5.0] and df["name"].tolist() == ["a", "b", "c"]
+    h, p = kruskal_by_class(v, y)  # class 2 has a single input and is dropped
+    ref = stats.kruskal([1, 2, 3], [10, 11, 12])
+    assert math.isclose(h, ref.statistic) and math.isclose(p, ref.pvalue)
+    with pytest.raises(ValueError, match="at least two classes"):
+        kruskal_by_class(v[:3], y[:3])
+
+
+def test_predictive_uncertainty():
+    logits = torch.randn(1, 6, 4, generator=gen(5)).repeat(5, 1, 1)
+    pu = predictive_uncertainty(logits)
+    assert torch.allclose(pu["mutual_information"], torch.zeros(6), atol=1e-6)
+    p = torch.softmax(logits[0], -1)
+    assert torch.allclose(pu["entropy"], -(p * p.log()).sum(-1), atol=1e-5)
+    # two confident, disagreeing realisations: entropy log 2, MI ~ log 2
+    two = torch.tensor([[[20.0, 0.0]], [[0.0, 20.0]]])
+    pu2 = predictive_uncertainty(two)
+    assert math.isclose(float(pu2["entropy"][0]), math.log(2), rel_tol=1e-4)
+    assert float(pu2["mutual_information"][0]) > 0.69
+    reg = predictive_uncertainty(torch.tensor([[[1.0]], [[3.0]]]))
+    assert torch.allclose(reg["std"], torch.tensor([1.0]))
+
+
+# ------------------------------------------------------------------------------- distributions
+def test_mc_dropout_p0_gives_identical_maps():
+    r = sample_realisations(cnn(p=0.0), 4, generator=gen(0))
+    for method, kw in [("guided_backprop", {}), ("integrated_gradients", {"steps": 8}),
+                       ("lime", {"n_samples": 40, "feature_mask": MASK, "generator": gen(1)})]:
+        d = explanation_distribution(r, X, "predicted", method, **kw)
+        s = summarize(d, absolute=True)
+        assert torch.equal(s.std, torch.zeros_like(s.std)), method
+        assert torch.equal(s.cv, torch.zeros_like(s.cv)) and not torch.isnan(s.cv).any()
+
+
+def test_ensemble_of_identical_members_zero_std():
+    net = cnn()
+    d = explanation_distribution(sample_realisations([net, net, net]), X, "predicted", "integrated_gradients", steps=8)
+    assert torch.equal(d.std(0), torch.zeros_like(d[0]))
+
+
+@pytest.mark.parametrize("kind", ["mc_dropout", "dropconnect", "flipout", "ensemble"])
+def test_vectorized_equals_looped_and_realisations_differ(kind):
+    if kind == "ensemble":
+        r = sample_realisations([cnn(seed=s) for s in range(3)])
+    else:
+        base = cnn(p=0.4) if kind == "mc_dropout" else cnn()
+        m = {"mc_dropout": base, "dropconnect": to_dropconnect(base, 0.4), "flipout": to_flipout(base, rho_init=-2.0)}[kind]
+        r = sample_realisations(m, 3, generator=gen(0))
+    for method, kw in [("guided_backprop", {}), ("integrated_gradients", {"steps": 6})]:
+        vec = explanation_distribution(r, X, "predicted", method, vectorize=True, batch_size=48, **kw)
+        loop = explanation_distribution(r, X, "predicted", method, vectorize=False, **kw)
+        assert torch.allclose(vec, loop, atol=1e-6), (kind, method)
+        assert (vec[0] - vec[1]).abs().max() > 1e-4
+    # a frozen explanation is bit-identical on repeated calls
+    again = explanation_distribution(r, X, "predicted", "guided_backprop", vectorize=True, batch_size=48)
+    assert torch.equal(again, explanation_distribution(r, X, "predicted", "guided_backprop", vectorize=True, batch_size=48))
+
+
+def test_guided_backprop_matches_captum_per_realisation():
+    from captum.attr import GuidedBackprop
+
+    r = sample_realisations(to_dropconnect(cnn(), 0.3), 3, generator=gen(2))
+    d, tg = explanation_distribution(r, X, "predicted", "guided_backprop", return_targets=True)
+    for t in range(3):
+        with r.frozen(t) as m:
+            ref = GuidedBackprop(m).attribute(X.clone().requires_grad_(True), target=tg[t])
+        assert torch.allclose(d[t], ref, atol=1e-6)
+
+
+def test_integrated_gradients_completeness_per_realisation():
+    # frozen masks make IG complete again: sum(attr) = f_t(x) - f_t(0) for every realisation
+    r = sample_realisations(cnn(p=0.5), 4, generator=gen(3))
+    d, tg = explanation_distribution(r, X, "predicted", "integrated_gradients", steps=64, return_targets=True)
+    out, base = r.predict(X), r.predict(torch.zeros_like(X))
+    diff = out.gather(2, tg[..., None])[..., 0] - base.gather(2, tg[..., None])[..., 0]
+    assert torch.allclose(d.sum((2, 3, 4)), diff, atol=2e-3)
+
+
+def test_targets_true_and_predicted_mean():
+    r = sample_realisations(cnn(p=0.5), 6, generator=gen(4))
+    out = r.predict(X)
+    pm = realisation_targets(r, X, "predicted_mean")
+    assert torch.equal(pm, torch.softmax(out, -1).mean(0).argmax(-1).expand(6, 4))
+    assert torch.equal(realisation_targets(r, X, "predicted"), out.argmax(-1))
+    labels = torch.tensor([0, 1, 2, 0])
+    assert torch.equal(realisation_targets(r, X, "true", labels=labels), labels.expand(6, 4))
+    # where every realisation predicts the true class, the true-logit variant is the same map
+    d_pred = explanation_distribution(r, X, "predicted", "guided_backprop")
+    d_true = explanation_distribution(r, X, "true", "guided_backprop", labels=out.argmax(-1)[0])
+    same = out.argmax(-1) == out.argmax(-1)[0]
+    assert torch.equal(d_pred[same], d_true[same])
+
+
+def test_regression_distribution_and_target_errors():
+    torch.manual_seed(0)
+    # input dropout on a linear regressor: IG of realisation t is exactly w * m_t / (1 - p) * x
+    lin = nn.Linear(5, 1)
+    model = nn.Sequential(nn.Dropout(0.4), lin).eval()
+    r = sample_realisations(model, 4, generator=gen(5))
+    xt = torch.randn(3, 5, generator=gen(6))
+    d = explanation_distribution(r, xt, "output", "integrated_gradients", steps=4)
+    assert d.shape == (4, 3, 5)
+    with r.batched():
+        masks = r.model[0]._masks((5,), xt.device, xt.dtype)  # (4, 5) scaled masks
+    expected = lin.weight.detach()[0] * masks[:, None, :] * xt
+    assert torch.allclose(d, expected, atol=1e-5)
+    assert torch.allclose(explanation_distribution(r, xt, "output", "integrated_gradients", steps=4, vectorize=False), d, atol=1e-6)
+    with pytest.raises(ValueError, match="needs a classifier, but the model is a regressor"):
+        explanation_distribution(r, xt, "predicted", "guided_backprop")
+    with pytest.raises(ValueError, match="class-index `target` given for a regressor"):
+        explanation_distribution(r, xt, torch.zeros(3, dtype=torch.long), "guided_backprop")
+    rc = sample_realisations(cnn(p=0.3), 3, generator=gen(0))
+    with pytest.raises(ValueError, match="'output' is for regressors"):
+        explanation_distribution(rc, X, "output", "guided_backprop")
+
+
+def test_distribution_bad_input():
+    r = sample_realisations(cnn(p=0.3), 3, generator=gen(0))
+    with pytest.raises(TypeError, match="`realisations` must be a Realisations"):
+        explanation_distribution(cnn(), X)
+    with pytest.raises(ValueError, match="`labels` are required"):
+        explanation_distribution(r, X, "true")
+    with pytest.raises(ValueError, match="unknown `target`"):
+        explanation_distribution(r, X, "argmax")
+    with pytest.raises(ValueError, match="has no vectorized path"):
+        explanation_distribution(r, X, "predicted", "lime", vectorize=True)
+    with pytest.raises(ValueError, match="`labels` has labels outside"):
+        explanation_distribution(r, X, "true", labels=torch.tensor([0, 1, 2, 7]))
+    with pytest.raises(ValueError, match="T >= 2"):
+        summarize(torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match="unknown `channel_reduce`"):
+        summarize(torch.zeros(2, 2, 1, 3, 3), channel_reduce="mean")
+    with pytest.raises(ValueError, match="needs image distributions"):
+        summarize(torch.zeros(2, 2, 3), channel_reduce="sum")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        summarize(torch.full((2, 2, 3), float("nan")))
+
+
+# ------------------------------------------------------------------------------- insertion / deletion
+def linear_members(n=2):
+    """Identical members: logits [w.x, 0] on 6 features with distinct positive weights."""
+    members = []
+    for _ in range(n):
+        lin = nn.Linear(6, 2)
+        with torch.no_grad():
+            lin.weight.copy_(torch.tensor([[3.0, 2.0, 1.0, 0.5, 0.25, 0.1], [0.0] * 6]))
+            lin.bias.copy_(torch.tensor([-3.0, 0.0]))
+        members.append(lin.eval())
+    return sample_realisations(members)
+
+
+def test_perfect_ranking_beats_random_beats_inverted():
+    r = linear_members()
+    x = torch.ones(8, 6)
+    w = torch.tensor([3.0, 2.0, 1.0, 0.5, 0.25, 0.1]).expand(8, 6)
+    tgt = torch.zeros(8, dtype=torch.long)
+    perfect = ExplanationSummary(mean=w.clone(), std=-w.clone(), cv=w.clone(), eps=torch.zeros(8), n_realisations=2)
+    rc = ranked_perturbation_curves(r, x, perfect, tgt, generator=gen(0))
+    a = {k: v.mean().item() for k, v in rc.auc.items()}
+    assert a[("mean", "insertion")] > a[("random", "insertion")] > a[("std", "insertion")]
+    assert a[("mean", "deletion")] < a[("random", "deletion")] < a[("std", "deletion")]
+    assert rc.curves[("mean", "deletion")].shape == (8, 7)
+    assert torch.allclose(rc.fractions, torch.arange(7) / 6)
+    df = rc.to_frame()
+    assert set(df["ranking"]) == {"mean", "std", "random"} and len(df) == 8 * 6
+    # deletion with the perfect ranking: known first step, sigmoid(w.x - 3 - 3) = sigmoid(0.95)
+    c = rc.curves[("mean", "deletion")][0]
+    assert math.isclose(float(c[0]), 1 / (1 + math.exp(-(6.85 - 3))), rel_tol=1e-5)
+    assert math.isclose(float(c[1]), 1 / (1 + math.exp(-(3.85 - 3))), rel_tol=1e-5)
+
+
+def test_mean_prediction_and_sample_auc():
+    r = sample_realisations(cnn(p=0.5), 5, generator=gen(7))
+    mp = MeanPrediction(r)
+    assert torch.allclose(mp(X), torch.softmax(r.predict(X), -1).mean(0), atol=1e-6)
+    assert torch.allclose(MeanPrediction(r, realisation_batch=2)(X), mp(X), atol=1e-6)
+    d = explanation_distribution(r, X, "predicted_mean", "guided_backprop")
+    tgt = realisation_targets(r, X, "predicted_mean")[0]
+    s = summarize(d, absolute=True, channel_reduce="sum")
+    aucs = sample_perturbation_auc(r, X, d.abs().sum(2), tgt, mode="deletion", step=3)
+    assert aucs.shape == (5, 4) and ((aucs >= 0) & (aucs <= 1)).all()
+    # identical samples give the AUC of their mean map
+    same = d[:1].abs().sum(2).repeat(3, 1, 1, 1)
+    s1 = summarize(same)
+    one = ranked_perturbation_curves(r, X, s1, tgt, rankings=("mean",), modes=("deletion",), step=3)
+    assert torch.allclose(sample_perturbation_auc(r, X, same, tgt, mode="deletion", step=3)[0], one.auc[("mean", "deletion")], atol=1e-6)
+    # feature masks: 9 cells of 2 x 2
+    rc = ranked_perturbation_curves(r, X, s, tgt, feature_mask=MASK)
+    assert rc.curves[("std", "insertion")].shape == (4, 10)
+    with pytest.raises(ValueError, match="`rankings` must be"):
+        ranked_perturbation_curves(r, X, s, tgt, rankings=("median",))
+    with pytest.raises(TypeError, match="`summary` must be an ExplanationSummary"):
+        ranked_perturbation_curves(r, X, s.mean, tgt)
+    with pytest.raises(ValueError, match="`summary` describes 4 inputs"):
+        ranked_perturbation_curves(r, X[:2], s, tgt[:2])
+
+
+# ------------------------------------------------------------------------------- experiment grid
+def test_explanation_grid_and_analyses():
+    from xcal_core.uq import (
+        class_kruskal_table,
+        explainer_order_stability,
+        explanation_grid,
+        metric_rows,
+        ranked_auc_grid,
+        ranking_tests,
+        true_logit_agreement,
+        uncertainty_correlation,
+    )
+    import pandas as pd
+
+    x = torch.rand(8, 1, 6, 6, generator=gen(9))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    reals = {"mc_dropout": sample_realisations(cnn(p=0.5), 3, generator=gen(0)),
+             "ensemble": sample_realisations([cnn(seed=1), cnn(seed=2)])}
+    ex = {"guided_backprop": {}, "lime": {"n_samples": 20, "feature_mask": MASK}}
+    g = explanation_grid(reals, x, ex, labels=y, n_inputs={"lime": 4}, channel_reduce="sum", generator=gen(1))
+    assert g.dists[("mc_dropout", "guided_backprop")].shape == (3, 8, 1, 6, 6)
+    assert g.dists[("ensemble", "lime")].shape == (2, 4, 1, 6, 6)
+    f = g.frame()
+    assert len(f) == 2 * (8 + 4) and {"cv_mean", "entropy", "correct", "label"} <= set(f.columns)
+    direct = summarize(g.dists[("ensemble", "guided_backprop")], absolute=True, channel_reduce="sum").per_input()["cv_mean"]
+    assert torch.allclose(torch.tensor(g.cv_table().loc["ensemble", "guided_backprop"]), direct.mean(), atol=1e-6)
+    assert g.cv_table(inputs=4).shape == (2, 2)
+    aucs, curves = ranked_auc_grid(g, explainers=["guided_backprop"], step=6)
+    assert set(aucs["ranking"]) == {"mean", "std", "random"} and len(aucs) == 2 * 3 * 2 * 8
+    t = ranking_tests(aucs)
+    assert list(t["mode"]) == ["deletion", "insertion", "deletion", "insertion"] and t["p_value"].between(0, 1).all()
+    assert g.explainers["lime"]["n_samples"] == 20
+    agree = true_logit_agreement(g, ["guided_backprop"])
+    assert len(agree) == 16 and agree["rho"].between(-1, 1).all()
+    # images whose realisations all predict the label have identical maps: rho = 1
+    assert (agree.loc[~agree["any_wrong"], "rho"] > 0.9999).all()
+    kt = class_kruskal_table(f[f["explainer"] == "guided_backprop"])
+    assert len(kt) == 2 and kt["p_value"].between(0, 1).all()
+    corr = uncertainty_correlation(f)
+    assert len(corr) == 4
+    rows = metric_rows("toy", f, aucs=aucs, agreement=agree)
+    assert {"cv_mean", "std_mean", "ins_auc", "del_auc", "rank_corr_true_vs_pred"} <= set(rows["metric"])
+    assert not rows.loc[rows["metric"] == "del_auc", "higher_is_better"].any()
+    # Kendall tau of explainer orderings: identical orderings -> 1, reversed -> -1
+    tab = pd.DataFrame([[1.0, 2.0, 3.0], [0.5, 0.9, 4.0], [3.0, 2.0, 1.0]], index=["a", "b", "c"], columns=["g", "i", "l"])
+    tmin, pairs = explainer_order_stability(tab)
+    assert tmin == pytest.approx(-1.0) and pairs.loc[0, "tau"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="`explainers` is empty"):
+        explanation_grid(reals, x, {})
+    with pytest.raises(ValueError, match="at least 2 UE rows"):
+        explainer_order_stability(tab.iloc[:1])
+    with pytest.raises(ValueError, match="`aucs` must be a DataFrame"):
+        ranking_tests(pd.DataFrame({"a": [1]}))
