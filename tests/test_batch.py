@@ -52,10 +52,10 @@ def test_plan_runs_selection_and_errors(nbdir, tmp_path):
 
 def test_sweep_expansion(nbdir, tmp_path):
     sw = tmp_path / "seeds.yaml"
-    sw.write_text("name: seeds\nprofile: smoke\nruns:\n  - notebook: '00'\n    parameters: {N_EPOCHS: 2}\n    grid: {SEED: [0, 1, 2]}\n"
+    sw.write_text("name: seeds\nprofile: smoke\nruns:\n  - notebook: '00'\n    parameters: {N_EPOCHS: 3}\n    grid: {SEED: [0, 1, 2]}\n"
                   "  - notebook: all\n    grid: {SEED: [0]}\n")
     specs = plan_runs(nbdir, tmp_path / "out", sweep=sw)
-    # 3 seeds from the grid; the 'all' entry at SEED 0 has other params (N_EPOCHS default) -> a 4th run
+    # 3 seeds from the grid; the "all" entry at SEED 0 has other params (the smoke preset of N_EPOCHS) -> a 4th run
     assert len(specs) == 4 and {s.group for s in specs} == {"seeds"} and len({s.run_dir for s in specs}) == 4
     assert [s.params["SEED"] for s in specs] == [0, 1, 2, 0]
     sw.write_text("runs:\n  - notebook: '00'\n    grid: {N_EPOCH: [1]}\n")
