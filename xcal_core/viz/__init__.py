@@ -2,3 +2,8 @@
 
 from .attributions import *  # noqa: F401,F403
 from .calibration import *  # noqa: F401,F403
+from .uq import *  # noqa: F401,F403
+from .report import *  # noqa: F401,F403
+from .training import *  # noqa: F401,F403
+from .c2i import *  # noqa: F401,F403
+from .aggregation import *  # noqa: F401,F403

@@ -1,0 +1,260 @@
+"""Saliency-map metrics: SSIM vs scikit-image, deletion with blur, random baseline, BTR, Otsu-TV, Lipschitz."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.filters import threshold_otsu
+from skimage.metrics import structural_similarity
+
+from xcal_core.metrics import (
+    btr,
+    deletion_area,
+    deletion_curves,
+    local_lipschitz,
+    otsu_tv,
+    random_deletion_curves,
+    saliency_maps,
+    ssim,
+    superpixels,
+)
+
+H = 16
+
+
+class RegionModel(torch.nn.Module):
+    """Two-class toy whose class-0 logit grows with the brightness inside a planted region."""
+
+    def __init__(self, region):
+        super().__init__()
+        self.register_buffer("r", region)
+        self.lin = torch.nn.Linear(1, 1)
+
+    def forward(self, x):
+        a = 6 * ((x * self.r).sum((1, 2, 3)) / self.r.sum() / x.shape[1] - 0.5)
+        return torch.stack([a, -a], 1)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    region = torch.zeros(1, 1, H, H)
+    region[..., 3:8, 9:14] = 1
+    g = torch.Generator().manual_seed(0)
+    x = 0.1 + 0.1 * torch.rand(6, 3, H, H, generator=g) + 0.7 * region
+    return RegionModel(region).eval(), x, region[0, 0]
+
+
+# ----------------------------------------------------------------------------- SSIM
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (16, 20)])
+def test_ssim_matches_skimage(shape):
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, *shape, generator=g)
+    b = (a + 0.3 * torch.rand(3, *shape, generator=g)).clamp(0, 1)
+    ours = ssim(a, b, normalize=False)
+    ref = [structural_similarity(a[i].double().numpy(), b[i].double().numpy(), data_range=1.0) for i in range(3)]
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-5)
+    # with normalization: skimage on min-max normalized maps
+    n = saliency_maps(b * 3 + 1, normalize=True)
+    ref2 = structural_similarity(saliency_maps(a)[0].double().numpy(), n[0].double().numpy(), data_range=1.0)
+    assert abs(float(ssim(a, b * 3 + 1)[0]) - ref2) < 1e-5
+
+
+def test_ssim_identity_constant_and_bad_input():
+    m = torch.rand(4, 9, 9, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(ssim(m, m), torch.ones(4))
+    const = torch.full((2, 9, 9), 0.4)
+    out = ssim(const, const)
+    assert torch.isfinite(out).all() and torch.allclose(out, torch.ones(2))
+    assert torch.isfinite(ssim(const, m[:2])).all()
+    with pytest.raises(ValueError, match="`maps_b` must have the shape"):
+        ssim(m, m[:, :8])
+    with pytest.raises(ValueError, match="`win_size`"):
+        ssim(m[:, :5, :5], m[:, :5, :5])
+    with pytest.raises(ValueError, match="`maps_a` must be saliency maps"):
+        ssim(torch.rand(2, 3, 9, 9), torch.rand(2, 3, 9, 9))
+    assert ssim.higher_is_better is True
+
+
+def test_saliency_maps_reduction():
+    a = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(2))
+    m = saliency_maps(a)
+    assert m.shape == (2, 5, 5) and float(m.min()) == 0.0 and float(m.max()) == 1.0
+    expected = a.abs().sum(1)
+    expected = (expected - expected.amin((1, 2), keepdim=True)) / (expected.amax((1, 2), keepdim=True) - expected.amin((1, 2), keepdim=True))
+    assert torch.allclose(m, expected, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- deletion, random baseline, BTR
+
+
+def test_deletion_area_perfect_lt_random_lt_inverted(toy):
+    model, x, region = toy
+    target = torch.zeros(6, dtype=torch.long)
+    g = torch.Generator().manual_seed(3)
+    perfect = region.expand(6, H, H) + 0.01 * torch.rand(6, H, H, generator=g)
+    inverted = 1.0 - perfect
+    rand = torch.rand(6, H, H, generator=g)
+    areas = {}
+    for name, maps in [("perfect", perfect), ("random", rand), ("inverted", inverted)]:
+        curves, fr = deletion_curves(model, x, maps, target, kernel_size=5, sigma=10.0, batch_size=97)
+        assert torch.allclose(curves[:, 0], torch.ones(6))
+        areas[name] = deletion_area(curves, fr)
+    assert (areas["perfect"] < areas["random"]).all() and (areas["random"] < areas["inverted"]).all()
+    assert deletion_area.higher_is_better is False
+
+
+def test_random_baseline_and_btr(toy):
+    model, x, region = toy
+    target = torch.zeros(6, dtype=torch.long)
+    seg = superpixels(x, n_segments=16, method="grid")
+    assert seg.shape == (6, H, H) and int(seg.max()) == 15
+    curves, fr = deletion_curves(model, x, region.expand(6, H, H), target, kernel_size=5)
+    rnd = random_deletion_curves(model, x, target, seg, fractions=fr, n_orders=5, kernel_size=5,
+                                 generator=torch.Generator().manual_seed(4))
+    assert rnd.shape == curves.shape and rnd.min() >= 0 and rnd.max() <= 1
+    assert torch.allclose(rnd[:, 0], torch.ones(6))
+    a_method, a_random = deletion_area(curves, fr), deletion_area(rnd, fr)
+    assert btr(a_method, a_random) == 1.0
+    assert btr(a_random + 1, a_random) == 0.0
+    assert btr(torch.tensor([0.1, 0.5]), torch.tensor([0.2, 0.4])) == 0.5
+    with pytest.raises(ValueError, match="`random_area` must have the shape"):
+        btr(a_method, a_random[:3])
+
+
+def test_random_curves_known_answer_constant_model():
+    class Const(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return torch.tensor([[2.0, 0.0]]).expand(x.shape[0], 2) + 0 * self.p
+
+    x = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    seg = superpixels(x, n_segments=20, method="slic")
+    assert seg.shape == (3, 12, 12) and all(len(seg[i].unique()) == int(seg[i].max()) + 1 for i in range(3))
+    rnd = random_deletion_curves(Const(), x, 0, seg, n_orders=2, kernel_size=3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(rnd, torch.ones_like(rnd))
+
+
+def test_random_curve_x_axis_is_pixel_fraction():
+    """A model scoring the fraction of untouched pixels: the random curve must be 1 - (fraction deleted)."""
+
+    x0 = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(7))
+
+    class Untouched(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("x0", x0)
+
+        def forward(self, x):
+            s = (x == self.x0).flatten(1).float().mean(1).clamp(1e-6, 1 - 1e-6)
+            return torch.stack([torch.log(s), torch.log(1 - s)], 1)
+
+    seg = torch.zeros(8, 8, dtype=torch.long)
+    seg[:, 4:] = 1
+    seg[6:, :4] = 2  # unequal segment sizes: 24, 32 and 8 pixels
+    fr = torch.linspace(0, 1, 11)
+    rnd = random_deletion_curves(Untouched(), x0, 0, seg, fractions=fr, n_orders=4, kernel_size=3, sigma=5.0,
+                                 generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(rnd[0], 1 - fr, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- Otsu-TV
+
+
+def test_otsu_tv_disk_lt_noise_and_known_answer():
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disk = (((yy - 16) ** 2 + (xx - 16) ** 2) < 64).float() * 0.8 + 0.05 * torch.rand(32, 32, generator=torch.Generator().manual_seed(0))
+    noise = torch.rand(32, 32, generator=torch.Generator().manual_seed(1))
+    tv = otsu_tv(torch.stack([disk, noise]), form="plain")
+    assert tv[0] < tv[1] / 5
+    half = torch.zeros(1, 6, 9)
+    half[..., :4] = 1.0
+    assert torch.allclose(otsu_tv(half, form="code"), torch.tensor([(1 / 8) ** 3]))
+    assert torch.allclose(otsu_tv(half, form="plain"), torch.tensor([1 / 8]))
+    # matches a direct skimage computation
+    b = (noise.numpy() > threshold_otsu(noise.numpy())).astype(float)
+    ref = np.abs(np.diff(b, axis=0)).mean() ** 3 + np.abs(np.diff(b, axis=1)).mean() ** 3
+    assert abs(float(otsu_tv(noise)[0]) - ref) < 1e-6
+
+
+def test_otsu_tv_constant_map_and_bad_input():
+    out = otsu_tv(torch.full((2, 7, 7), 0.3))
+    assert torch.equal(out, torch.zeros(2))
+    with pytest.raises(ValueError, match="unknown `form`"):
+        otsu_tv(torch.rand(1, 5, 5), form="cubic")
+    with pytest.raises(ValueError, match="`maps` must be saliency maps"):
+        otsu_tv(torch.rand(1, 3, 5, 5))
+
+
+# ----------------------------------------------------------------------------- Lipschitz
+
+
+def test_local_lipschitz_linear_known_constant():
+    x = torch.rand(5, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    c = 2.5
+    lip = local_lipschitz(None, x, 0, lambda m, xx, t: c * xx, reduce=None, normalize=False, n_neighbours=7,
+                          radius=0.05, batch_size=6, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(lip, torch.full((5,), c), atol=1e-4)
+    # an elementwise linear map is bounded by its largest gain
+    w = torch.linspace(0.5, 3.0, 32).view(1, 2, 4, 4)
+    lip_w = local_lipschitz(None, x, 0, lambda m, xx, t: w * xx, reduce=None, normalize=False, n_neighbours=20,
+                            generator=torch.Generator().manual_seed(2))
+    assert (lip_w <= 3.0 + 1e-4).all() and (lip_w >= 0.5).all()
+    # a map that ignores its input is perfectly stable
+    lip0 = local_lipschitz(None, x, 0, lambda m, xx, t: torch.ones_like(xx), normalize=False, n_neighbours=4,
+                           generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(lip0, torch.zeros(5))
+
+
+def test_local_lipschitz_bad_input():
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(TypeError, match="`explain_fn`"):
+        local_lipschitz(None, x, 0, "saliency")
+    with pytest.raises(ValueError, match="`radius`"):
+        local_lipschitz(None, x, 0, lambda m, xx, t: xx, radius=0.0)
+    with pytest.raises(ValueError, match="`target`"):
+        local_lipschitz(None, x, torch.tensor([0, 1, 1]), lambda m, xx, t: xx)
+
+
+def test_deletion_bad_input(toy):
+    model, x, region = toy
+    with pytest.raises(ValueError, match="`maps` and `x`"):
+        deletion_curves(model, x, torch.rand(2, H, H), 0)
+    with pytest.raises(ValueError, match="needs `score`"):
+        deletion_curves(model, x, torch.rand(6, H, H), 0, score="logit")
+    with pytest.raises(ValueError, match="`segments` must have shape"):
+        random_deletion_curves(model, x, 0, torch.zeros(6, 5, 5, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------- drivers
+
+
+def test_saliency_report_and_lipschitz_report(toy):
+    from xcal_core.calibration import CalibratedModel
+    from xcal_core.metrics import lipschitz_report, saliency_report
+
+    model, x, region = toy
+    models = {"uncalibrated": model, "t2": CalibratedModel(model, temperature=2.0)}
+    methods = {"sensitivity": {"method": "saliency"}, "rise": {"method": "rise", "n_masks": 64, "grid_size": 4}}
+    masks = region.bool().expand(6, H, H)
+    rep = saliency_report(models, x, methods, segments=superpixels(x, 16, "grid"), object_masks=masks,
+                          n_orders=2, kernel_size=5, seed=0, reference="t2")
+    df = rep.per_image
+    assert len(df) == 2 * 2 * 6
+    assert df.loc[df.model == "t2", "ssim"].isna().all() and df.loc[df.model == "uncalibrated", "ssim"].notna().all()
+    # temperature scaling keeps the argmax; RISE with shared masks on a rescaled score gives a similar map
+    assert torch.equal(rep.targets["uncalibrated"], rep.targets["t2"])
+    assert df.loc[(df.model == "uncalibrated") & (df.method == "rise"), "ssim"].min() > 0.5
+    assert df["mass_in_mask"].between(0, 1).all() and df["better_than_random"].isin([0.0, 1.0]).all()
+    summ = rep.summary()
+    assert set(summ.columns) >= {"model", "method", "btr", "deletion_area", "otsu_tv", "ssim"} and len(summ) == 4
+    assert rep.curves[("t2", "rise")].shape == (6, rep.fractions.shape[0])
+    lip = lipschitz_report(models, x[:2], {"sensitivity": {"method": "saliency"}}, n_neighbours=3)
+    assert len(lip) == 4 and (lip.lipschitz >= 0).all()
+    with pytest.raises(ValueError, match="'method' key"):
+        saliency_report(models, x, {"bad": {"steps": 3}})
+    with pytest.raises(ValueError, match="unknown `reference`"):
+        saliency_report(models, x, methods, reference="dirichlet")
