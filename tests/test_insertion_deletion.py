@@ -246,7 +246,7 @@ def test_baselines():
         # blur: a constant image blurs to itself; a noisy image loses variance
         const = torch.full((2, 3, 8, 8), 0.3)
         assert torch.allclose(perturbation_curve(model, const, a, y, mode="insertion", baseline="blur")[:, 0], p(const), atol=1e-5)
-    from xcal_core.metrics.insertion_deletion import _gaussian_blur
+    from xcal_core.perturbations import gaussian_blur as _gaussian_blur
 
     blurred = _gaussian_blur(x, 1.5)
     assert blurred.shape == x.shape and float(blurred.var()) < float(x.var())

@@ -30,8 +30,8 @@ import math
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from ..perturbations.baselines import gaussian_blur
 from .._validation import check_choice, check_fraction, check_int, check_positive, check_tensor, model_device
 from ._meta import metric
 from .robustness import ExplainFn, _check_model, _check_x, _DrawStream, _explain_checked, _gen_device, _select_score, _targets
@@ -56,32 +56,9 @@ _SCORES = ("logit", "probability", "log_probability", "output")
 
 
 def blur_images(x: Any, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of images (N, C, H, W) with reflect padding (radius 3 sigma, capped at H-1 / W-1).
-
-    Args:
-        x: float images (N, C, H, W), any range.
-        sigma: Gaussian standard deviation in pixels, > 0.
-
-    Returns:
-        tensor like ``x`` (same device and dtype).
-    """
-    t = check_tensor(x, "x", ndim=4, dtype=None)
-    check_positive(sigma, "sigma")
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    c = t.shape[1]
-    out = t
-    for dim in (2, 3):
-        r = min(radius, out.shape[dim] - 1)
-        if r <= 0:
-            continue
-        g = torch.arange(-r, r + 1, dtype=t.dtype, device=t.device)
-        k = torch.exp(-0.5 * (g / sigma) ** 2)
-        k = k / k.sum()
-        if dim == 2:
-            out = F.conv2d(F.pad(out, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-        else:
-            out = F.conv2d(F.pad(out, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return out
+    """Separable Gaussian blur of images (N, C, H, W) with reflect padding; see :func:`xcal_core.perturbations.gaussian_blur`."""
+    check_tensor(x, "x", ndim=4, dtype=None)
+    return gaussian_blur(x, sigma)
 
 
 def _baseline(baseline: Any, x: torch.Tensor, blur_sigma: float | None) -> torch.Tensor:

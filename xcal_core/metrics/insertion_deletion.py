@@ -23,8 +23,8 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from ..perturbations.baselines import gaussian_blur
 from .._validation import check_choice, check_fraction, check_int, check_positive, check_tensor, model_device
 from ._meta import metric
 
@@ -105,30 +105,6 @@ def curve_auc(scores: Any, fractions: Any = None) -> torch.Tensor:
     return ((s[:, 1:] + s[:, :-1]) * 0.5 * dx).sum(1)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur over the spatial dims of (N, C, H, W) with reflect padding."""
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    out = x
-    for dim in (2, 3):  # H then W
-        size = out.shape[dim]
-        r = min(radius, size - 1)
-        kk = k[radius - r : radius + r + 1]
-        kk = kk / kk.sum()
-        if dim == 2:
-            weight = kk.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-            pad = (0, 0, r, r)
-        else:
-            weight = kk.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-            pad = (r, r, 0, 0)
-        if r > 0:
-            out = F.conv2d(F.pad(out, pad, mode="reflect"), weight, groups=c)
-    return out
-
-
 def _resolve_baseline(baseline: Any, x: torch.Tensor, blur_sigma: float | None) -> torch.Tensor:
     """The replacement values, broadcast to x's shape (N, ...)."""
     if isinstance(baseline, str):
@@ -145,7 +121,7 @@ def _resolve_baseline(baseline: Any, x: torch.Tensor, blur_sigma: float | None) 
                 raise ValueError(f"`baseline`='blur' needs images (N, C, H, W), got `x` of shape {tuple(x.shape)}")
             sigma = 0.1 * max(x.shape[2], x.shape[3]) if blur_sigma is None else blur_sigma
             check_positive(sigma, "blur_sigma")
-            return _gaussian_blur(x, float(sigma))
+            return gaussian_blur(x, float(sigma))
     if isinstance(baseline, bool):
         raise TypeError("`baseline` must be 'zero', 'mean', 'blur', a float or a Tensor, got bool")
     if isinstance(baseline, (int, float)):
