@@ -92,3 +92,15 @@ def test_key_figures_and_scoreboard_metrics(tmp_path):
     with pytest.raises(FileNotFoundError, match="none of"):
         resolve_run_paths([str(tmp_path / "nope")])
     assert resolve_run_paths([str(tmp_path)]) == [tmp_path]
+
+
+def test_metric_summary_figure_never_mixes_datasets():
+    from xcal_core.viz.report import plot_metric_summary
+
+    m = pd.DataFrame({"notebook": "01_x", "experiment": "e", "dataset": ["a"] * 4 + ["b"] * 2, "model": "m", "method": "ts",
+                      "metric": "ece", "level": [0.0, 0.5, 0.0, 0.5, 0.1, 0.2], "seed": [0, 0, 1, 1, 0, 0],
+                      "value": [0.1, 0.2, 0.1, 0.2, 0.9, 0.9], "higher_is_better": False})
+    fig, ax = plot_metric_summary(metric_summary(m), "ece")
+    assert list(ax.lines[0].get_xdata()) == [0.0, 0.5] and "a" in ax.get_title()
+    fig, ax = plot_metric_summary(metric_summary(m), "ece", dataset="b")
+    assert list(ax.lines[0].get_xdata()) == [0.1, 0.2]

@@ -9,7 +9,7 @@ SCHEMA = NotebookSchema(
         Param("RUN_PATHS", list, ["papermill_runs/workshop"],
               "run folders to read (relative to the repository or absolute); searched recursively", item_type=str),
         Param("KEY_FIGURES", list,
-              ["00:ece", "01:ce_kl", "02:ece", "03:insertion_auc", "04:faithfulness_correlation", "05:insertion_auc"],
+              ["00:ece", "01:ce_kl", "02:ece", "03:cv_mean", "04:sens_avg", "05:ins"],
               "'<notebook number>:<metric>' pairs redrawn from metrics.csv", item_type=str),
         Param("INCLUDE_FAILED", bool, False, "also list failed runs in the runtime table"),
     ],

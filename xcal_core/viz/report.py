@@ -44,13 +44,15 @@ def plot_scoreboard(board: pd.DataFrame, ax: Any = None) -> tuple[Any, Any]:
 
 
 def plot_metric_summary(summary: pd.DataFrame, metric: str, notebook: str | None = None, hue: str = "method",
-                        ax: Any = None) -> tuple[Any, Any]:
+                        ax: Any = None, dataset: str | None = None) -> tuple[Any, Any]:
     """Mean ± 95% CI of one metric: lines over ``level`` when levels exist, else bars per ``hue``.
 
     Args:
         summary: output of :func:`xcal_core.report.metric_summary`.
         metric: metric name to draw.
         notebook: restrict to rows of this notebook (id or number prefix).
+        dataset: restrict to one dataset; by default, when several are present, the one with the most
+            rows (named in the title), so that different datasets' level grids are never mixed.
         hue: column that distinguishes series (default ``method``).
         ax: optional Axes.
 
@@ -63,6 +65,13 @@ def plot_metric_summary(summary: pd.DataFrame, metric: str, notebook: str | None
     if df.empty:
         raise ValueError(f"no rows for metric {metric!r}" + (f" in notebook {notebook!r}" if notebook else "")
                          + f"; metrics present: {sorted(summary['metric'].unique())}")
+    if "dataset" in df.columns and df["dataset"].nunique() > 1 or dataset is not None:
+        dataset = dataset if dataset is not None else df["dataset"].value_counts().index[0]
+        df = df[df["dataset"] == dataset]
+        if df.empty:
+            raise ValueError(f"no rows for metric {metric!r} on dataset {dataset!r}")
+    if "model" in df.columns and df["model"].nunique() > 1 and df["level"].notna().any():
+        df = df[df["model"] == df["model"].value_counts().index[0]]
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
     else:
@@ -80,7 +89,8 @@ def plot_metric_summary(summary: pd.DataFrame, metric: str, notebook: str | None
         ax.bar(g[hue].astype(str), g["mean"], yerr=g["ci95"], capsize=3, color="#457b9d")
         ax.tick_params(axis="x", labelrotation=30)
     ax.set_ylabel(f"{metric} {arrow}")
-    ax.set_title(f"{notebook + ' · ' if notebook else ''}{metric} (mean ± 95% CI over runs)", fontsize=10)
+    where = " · ".join(str(v) for v in (notebook, dataset, df["model"].iloc[0] if "model" in df.columns and df["model"].nunique() == 1 else None) if v)
+    ax.set_title(f"{where + ' · ' if where else ''}{metric} (mean ± 95% CI over runs)", fontsize=10)
     return fig, ax
 
 
