@@ -34,6 +34,7 @@ import torch
 from ..perturbations.baselines import gaussian_blur
 from .._validation import check_choice, check_fraction, check_int, check_positive, check_tensor, model_device
 from ._meta import metric
+from .insertion_deletion import resolve_baseline
 from .robustness import ExplainFn, _check_model, _check_x, _DrawStream, _explain_checked, _gen_device, _select_score, _targets
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "blur_images",
 ]
 
-_BASELINES = ("blur", "zero", "mean")
 _WEIGHTINGS = ("indicator", "difference")
 _SCORES = ("logit", "probability", "log_probability", "output")
 
@@ -59,36 +59,6 @@ def blur_images(x: Any, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of images (N, C, H, W) with reflect padding; see :func:`xcal_core.perturbations.gaussian_blur`."""
     check_tensor(x, "x", ndim=4, dtype=None)
     return gaussian_blur(x, sigma)
-
-
-def _baseline(baseline: Any, x: torch.Tensor, blur_sigma: float | None) -> torch.Tensor:
-    """Replacement values broadcast to x's shape."""
-    if isinstance(baseline, str):
-        check_choice(baseline, "baseline", _BASELINES)
-        if baseline == "zero":
-            return torch.zeros_like(x)
-        if baseline == "mean":
-            if x.ndim == 2:
-                return x.mean(0, keepdim=True).expand_as(x)
-            return x.mean(dim=tuple(range(2, x.ndim)), keepdim=True).expand_as(x)
-        if x.ndim != 4:
-            raise ValueError(f"`baseline`='blur' needs images (N, C, H, W), got `x` of shape {tuple(x.shape)}")
-        sigma = 0.1 * max(x.shape[2], x.shape[3]) if blur_sigma is None else blur_sigma
-        check_positive(sigma, "blur_sigma")
-        return blur_images(x, float(sigma))
-    if isinstance(baseline, bool):
-        raise TypeError("`baseline` must be 'blur', 'zero', 'mean', a float or a tensor, got bool")
-    if isinstance(baseline, (int, float)):
-        if not math.isfinite(baseline):
-            raise ValueError(f"`baseline` must be finite, got {baseline}")
-        return torch.full_like(x, float(baseline))
-    if isinstance(baseline, torch.Tensor):
-        b = check_tensor(baseline, "baseline").to(device=x.device, dtype=x.dtype)
-        try:
-            return torch.broadcast_to(b, x.shape)
-        except RuntimeError:
-            raise ValueError(f"`baseline` of shape {tuple(b.shape)} cannot be broadcast to `x` of shape {tuple(x.shape)}") from None
-    raise TypeError(f"`baseline` must be 'blur', 'zero', 'mean', a float or a tensor, got {type(baseline).__name__}")
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -266,7 +236,7 @@ def masked_sums_and_deltas(
     single = not stacked
     if single:
         a = a.unsqueeze(1)
-    base = _baseline(baseline, xd, blur_sigma)
+    base = resolve_baseline(baseline, xd, blur_sigma)
 
     if masks is not None:
         mk = check_tensor(masks, "masks", dtype=None, finite=False)

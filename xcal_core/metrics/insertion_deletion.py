@@ -105,7 +105,7 @@ def curve_auc(scores: Any, fractions: Any = None) -> torch.Tensor:
     return ((s[:, 1:] + s[:, :-1]) * 0.5 * dx).sum(1)
 
 
-def _resolve_baseline(baseline: Any, x: torch.Tensor, blur_sigma: float | None) -> torch.Tensor:
+def resolve_baseline(baseline: Any, x: torch.Tensor, blur_sigma: float | None) -> torch.Tensor:
     """The replacement values, broadcast to x's shape (N, ...)."""
     if isinstance(baseline, str):
         check_choice(baseline, "baseline", _BASELINES + ("float", "Tensor"))
@@ -282,7 +282,7 @@ def _curve(model, x, attributions, target, *, mode, baseline, step, max_fraction
         tgt = tgt.to(device=device, dtype=torch.long)
     if int(tgt.min()) < 0:
         raise ValueError(f"`target` must hold class indices >= 0, got {int(tgt.min())}")
-    base = _resolve_baseline(baseline, xd, blur_sigma)
+    base = resolve_baseline(baseline, xd, blur_sigma)
 
     ids, n_groups = _groups(feature_mask, n, grid, device)  # (N, P), G
     flat_scores = scores_grid.reshape(n, -1)
