@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_choice, check_int, check_positive, check_tensor
-from ..metrics.insertion_deletion import _resolve_baseline
+from ..metrics.insertion_deletion import resolve_baseline
 
 __all__ = [
     "Explanation",
@@ -337,7 +337,7 @@ class DifferentiableSurrogate:
             keep = keep.reshape(1, n, 1, *x.shape[2:])
         else:
             keep = keep.reshape(1, n, x.shape[1])
-        base = _resolve_baseline(self.baseline, x, None)
+        base = resolve_baseline(self.baseline, x, None)
         xp = (keep * x[:, None] + (1 - keep) * base[:, None]).reshape(b * n, *x.shape[1:])
         tg = tgt[:, None].expand(b, n).reshape(-1)
         chunks = [xp] if self.batch_size is None else list(xp.split(self.batch_size))

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .._validation import check_choice, check_int, check_positive, check_tensor
-from ..metrics.insertion_deletion import _counts, _resolve_baseline
+from ..metrics.insertion_deletion import _counts, resolve_baseline
 
 __all__ = ["soft_masks", "soft_insertion_deletion", "SoftCurves", "idexpo_regularizers", "DELETION_FORMS"]
 
@@ -207,7 +207,7 @@ def soft_insertion_deletion(
     tgt = torch.as_tensor(target, device=xt.device).long().reshape(-1)
     if tgt.shape[0] != b:
         raise ValueError(f"`target` has {tgt.shape[0]} entries but `x` has {b} samples")
-    base = _resolve_baseline(baseline, xt, None)
+    base = resolve_baseline(baseline, xt, None)
     a = _broadcast_masks(alpha, xt, fm).to(xt.dtype)  # (B, M, 1|D, ...)
     xs, bs = xt[:, None], base[:, None]
     x_del = a * bs + (1 - a) * xs  # (B, M, C, ...)
