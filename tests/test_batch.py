@@ -6,6 +6,7 @@ import sys
 import time
 
 import nbformat
+import pandas as pd
 import pytest
 
 from xcal_core.batch import RunSpec, load_sweep, plan_runs, run_batch, summary_table
@@ -139,3 +140,21 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(nbdir, tmp_path):
     res = run_batch(plan_runs(nbdir, out, sweep=sw), progress=lambda s: None)
     assert [r.status for r in res] == ["skipped", "completed"]
     assert json.loads(first.read_text())["started"] == done_before["started"]  # not redone
+
+
+REPORT = ('import json\nfrom xcal_core.params import start_run\nrun = start_run("06_reproduction_report", globals())\n'
+          'done = [p for p in run.dir.parent.glob("*/manifest.json") if json.loads(p.read_text())["status"] == "completed"]\n'
+          'run.log_metrics([dict(experiment="e", dataset="d", model="m", method="x", metric="runs_done_before", '
+          'value=float(len(done)), higher_is_better=True)])\nrun.finish()')
+
+
+@pytest.mark.notebook
+def test_report_notebooks_run_after_every_other_run(nbdir, tmp_path):
+    _nb(nbdir / "06_reproduction_report.ipynb", REPORT, params='PROFILE: str = "smoke"  # profile\nSEED: int = 0  # seed')
+    report = plan_runs(nbdir, tmp_path / "out", profile="smoke", notebooks=["06"])
+    runs = plan_runs(nbdir, tmp_path / "out", profile="smoke", notebooks=["00"], parameters={"SEED": 1}) + \
+        plan_runs(nbdir, tmp_path / "out", profile="smoke", notebooks=["00"], parameters={"SEED": 2})
+    res = run_batch(report + runs, workers=2, progress=lambda s: None)  # the report is listed first
+    assert [r.status for r in res] == ["completed"] * 3
+    metrics = pd.read_csv(report[0].run_dir / "metrics.csv")
+    assert metrics.set_index("metric").loc["runs_done_before", "value"] == 2.0

@@ -387,9 +387,28 @@ def run_batch(specs: Sequence[RunSpec], executor: str = "local", workers: int = 
     if scheduler and executor != "dask":
         raise ValueError("`scheduler` is only used with executor='dask'")
     prog = _Progress(len(specs), progress)
-    if executor == "dask":
-        return _run_dask(list(specs), kernel_name, timeout, workers, prog, resume, scheduler)
-    return _run_local(list(specs), kernel_name, timeout, workers, prog, resume)
+    # Report notebooks (those reading other runs through RUN_PATHS) run after every other run has ended,
+    # so that a parallel executor never builds a scoreboard from a half-finished batch.
+    stages = [[i for i, s in enumerate(specs) if not _reads_runs(s)], [i for i, s in enumerate(specs) if _reads_runs(s)]]
+    results: dict[int, RunResult] = {}
+    for stage in stages:
+        if not stage:
+            continue
+        part = [specs[i] for i in stage]
+        if executor == "dask":
+            out = _run_dask(part, kernel_name, timeout, workers, prog, resume, scheduler)
+        else:
+            out = _run_local(part, kernel_name, timeout, workers, prog, resume)
+        results.update(zip(stage, out))
+    return [results[i] for i in range(len(specs))]
+
+
+def _reads_runs(spec: RunSpec) -> bool:
+    """True for a notebook that reads other runs' outputs (its schema has ``RUN_PATHS``)."""
+    try:
+        return "RUN_PATHS" in load_schema(spec.notebook_id).names
+    except (ValueError, KeyError, ImportError):
+        return False
 
 
 def summary_table(results: Sequence[RunResult]) -> pd.DataFrame:
