@@ -245,8 +245,8 @@ class _Progress:
         self.total, self.printer, self.t0 = total, printer, time.time()
         self.done = self.failed = self.skipped = 0
 
-    def started(self, spec: RunSpec) -> None:
-        self.printer(f"start {spec.notebook_id} ({spec.group}) -> {spec.run_dir}")
+    def started(self, spec: RunSpec, verb: str = "start") -> None:
+        self.printer(f"{verb} {spec.notebook_id} ({spec.group}) -> {spec.run_dir}")
 
     def finished(self, r: RunResult) -> None:
         if r.status == "failed":
@@ -344,7 +344,7 @@ def _run_dask(specs, kernel_name, timeout, workers, progress: _Progress, resume:
         futures = {}
         for i, spec in enumerate(specs):
             res = {"GPU": 1} if (spec.gpu and (n_gpus or scheduler)) else None
-            progress.started(spec)
+            progress.started(spec, verb="queued")  # dask decides when it starts
             f = client.submit(_dask_task, spec.to_json(), kernel_name, timeout, resume, pure=False,
                               key=f"xcal-{spec.notebook_id}-{spec.run_dir.name}-{i}", resources=res)
             futures[f] = i
