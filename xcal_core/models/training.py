@@ -259,6 +259,7 @@ def train_classifier(
     label_smoothing: float = 0.0,
     progress: bool = True,
     task: str | None = None,
+    amp: bool | None = None,
 ) -> TrainResult:
     """Train (or load from the cache) a model on ``dataset.train``, monitoring ``dataset.cal``.
 
@@ -290,6 +291,10 @@ def train_classifier(
         label_smoothing: cross-entropy label smoothing in [0, 1) (classification only).
         progress: show a tqdm progress bar over epochs.
         task: ``"classification"`` or ``"regression"``; None uses ``dataset.info.task``.
+        amp: mixed precision: forward passes under ``torch.autocast`` in bfloat16 (weights, optimizer
+            and loss stay float32). None (default) turns it on exactly when ``device`` is a CUDA GPU
+            with bfloat16 support, and off on the CPU, where it does not help. It is part of the
+            cache key when on.
 
     Returns:
         :class:`TrainResult` (model in eval mode on ``device``, per-epoch history, ``from_cache``,
@@ -324,6 +329,12 @@ def train_classifier(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
+    if amp is None:
+        amp = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    elif not isinstance(amp, bool):
+        raise TypeError(f"`amp` must be a bool or None, got {type(amp).__name__}")
+    elif amp and dev.type != "cuda":
+        raise ValueError(f"`amp=True` needs a CUDA device (bfloat16 autocast); `device` is {dev}")
     info = getattr(dataset, "info", None)
     if info is None:
         raise TypeError("`dataset` must be an xcal_core.data.Dataset (with .info, .train, .cal)")
@@ -374,6 +385,8 @@ def train_classifier(
         "label_smoothing": label_smoothing if task == "classification" else None,
         "seed": seed, "device_type": dev.type, "torch": torch.__version__.split("+")[0],
     }
+    if amp:  # only when on, so CPU cache keys are unchanged
+        config["amp"] = "bfloat16"
     key = config_hash(config)
     path = None
     if cache_dir is not None:
@@ -415,7 +428,7 @@ def train_classifier(
             model, x_tr, y_tr, x_cal, y_cal, task=task, epochs=epochs, lr=lr, batch_size=batch_size,
             weight_decay=weight_decay, optimizer=optimizer, momentum=momentum, lr_schedule=lr_schedule, seed=seed,
             patience=early_stopping_patience, augment=augment, label_smoothing=label_smoothing, progress=progress,
-            desc=f"{model_name} on {config['dataset']}",
+            desc=f"{model_name} on {config['dataset']}", amp=amp,
         )
     model.eval()
     if path is not None:
@@ -452,7 +465,7 @@ def _target_scale(model: nn.Module) -> float:
 
 
 def _fit(model, x_tr, y_tr, x_cal, y_cal, *, task, epochs, lr, batch_size, weight_decay, optimizer, momentum,
-         lr_schedule, seed, patience, augment, label_smoothing, progress, desc):
+         lr_schedule, seed, patience, augment, label_smoothing, progress, desc, amp=False):
     import pandas as pd
 
     try:  # notebook widget bar only when ipywidgets is there (tqdm.auto warns otherwise)
@@ -504,27 +517,33 @@ def _fit(model, x_tr, y_tr, x_cal, y_cal, *, task, epochs, lr, batch_size, weigh
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(n, generator=g_shuffle)
-        tot, cnt = 0.0, 0
+        perm = torch.randperm(n, generator=g_shuffle).to(x_src.device)  # one copy per epoch, not per step
+        # The loss sum stays on the device (float64, so the value equals the float sum) and is read once
+        # per epoch: no host-device sync inside the step loop.
+        tot = torch.zeros((), dtype=torch.float64, device=dev)
+        cnt = 0
         lr_now = opt.param_groups[0]["lr"]
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
             if idx.numel() == 1 and n > 1:
                 continue  # a single-sample batch breaks BatchNorm
-            xb = x_src[idx.to(x_src.device)].to(dev, non_blocking=True)
-            yb = y_src[idx.to(y_src.device)].to(dev, non_blocking=True)
+            xb = x_src[idx].to(dev, non_blocking=True)
+            yb = y_src[idx].to(dev, non_blocking=True)
             if augment:
                 xb = random_crop_flip(xb, generator=g_aug)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}; lower `lr`")
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(xb)
+            loss = loss_fn(out.float(), yb)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            tot += float(loss.detach()) * idx.numel()
+            tot += loss.detach().double() * idx.numel()
             cnt += idx.numel()
+        tot = float(tot)
+        if not math.isfinite(tot):
+            raise FloatingPointError(f"training loss became {tot} at epoch {epoch}; lower `lr`")
         cal_loss, cal_metric = evaluate()
         row = {"epoch": epoch, "train_loss": tot / max(cnt, 1), "cal_loss": cal_loss,
                ("cal_acc" if task == "classification" else "cal_rmse"): cal_metric,
