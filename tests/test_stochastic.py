@@ -93,6 +93,38 @@ def test_batched_equals_looped(kind):
         assert torch.allclose(y[1, 1], m(X * 0.5), atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["mc_dropout", "dropconnect", "flipout", "ensemble"])
+def test_expanding_mode_equals_repeated_inputs_and_shares_the_prefix(kind):
+    if kind == "ensemble":
+        r = sample_realisations([small_net(None, seed=s) for s in range(3)])
+    else:
+        r = realise(kind, T=3)
+    with r.batched(vectorize=False) as m:
+        ref = m(X.repeat(3, 1, 1, 1))
+    calls = []
+    first_conv = (r.members[0] if kind == "ensemble" else r.model)[0]
+    h = first_conv.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    try:
+        with r.batched(expand=True, vectorize=True) as m:
+            out = m(X)
+    finally:
+        h.remove()
+    assert torch.allclose(out, ref, atol=1e-6)
+    if kind == "mc_dropout":  # the convolutions before the dropout layer ran once, on the 5 shared rows
+        assert calls == [len(X)]
+    with pytest.raises(ValueError, match="`rows` and `expand=True` are exclusive"):
+        with r.batched(rows=2, expand=True):
+            pass
+
+
+def test_expanding_mode_needs_a_stochastic_layer_on_the_path():
+    r = sample_realisations(small_net(0.3), 2, generator=gen(0))
+    with r.batched(expand=True) as m:
+        m.model = nn.Identity()  # a forward pass that never reaches the dropout layer
+        with pytest.raises(RuntimeError, match="no stochastic layer was reached"):
+            m(X)
+
+
 def test_bad_block_layout_raises():
     r = realise("dropconnect")
     with r.batched([0, 1, 2]) as m, pytest.raises(RuntimeError, match="multiple of 3"):
@@ -264,6 +296,65 @@ def test_ensemble_identical_members_zero_spread():
         assert m is other
     out2 = r2.predict(X)
     assert torch.allclose(out2[1], other(X), atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["small_cnn", "mlp", "tabular_resnet"])
+def test_stacked_ensemble_equals_member_loop(arch):
+    from captum.attr import GuidedBackprop
+
+    from xcal_core.models import build_model
+
+    shape = (1, 8, 8) if arch == "small_cnn" else (6,)
+    torch.manual_seed(0)
+    members = [build_model(arch, shape, 3).eval() for _ in range(3)]
+    for m in members:  # distinct BatchNorm running statistics per member
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 2.0)
+    r = sample_realisations(members)
+    x = torch.rand(4, *shape, generator=gen(2))
+    ref = torch.stack([m(x) for m in members])
+    assert r.stack_members == "auto"
+    with r.batched() as auto:  # the CPU default loops over members (the stacked pass is slower there)
+        assert not auto.vectorized
+    with r.batched(vectorize=True) as stack:
+        assert stack.vectorized
+        out = stack(x.repeat(3, *[1] * len(shape))).reshape(3, 4, -1)
+        xr = x.repeat(3, *[1] * len(shape)).requires_grad_(True)
+        tgt = torch.tensor([0, 1, 2, 0] * 3)
+        gb = GuidedBackprop(stack).attribute(xr, target=tgt)
+    assert torch.allclose(out, ref, atol=1e-6)
+    gb_ref = torch.cat([GuidedBackprop(m).attribute(x.clone().requires_grad_(True), target=tgt[:4]) for m in members])
+    assert torch.allclose(gb, gb_ref, atol=1e-6)
+    assert (ref[0] - ref[1]).abs().max() > 1e-3
+    with r.batched(vectorize=False) as loop:
+        assert not loop.vectorized
+        assert torch.allclose(loop(x.repeat(3, *[1] * len(shape))).reshape(3, 4, -1), out, atol=1e-6)
+    # the stack is a snapshot: members are untouched and in their own modes afterwards
+    assert all(not m.training for m in members)
+
+
+def test_stack_members_falls_back_for_different_architectures():
+    from xcal_core.models.stochastic import stack_members
+
+    a, b = small_net(None), small_net(None, seed=1)
+    c = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 36, 3)).eval()
+    assert stack_members([a, b]) is not None
+    assert stack_members([a, c]) is None
+    r = sample_realisations([a, c])
+    with r.batched(vectorize=True) as m:
+        assert not m.vectorized
+    assert torch.allclose(r.predict(X), torch.stack([a(X), c(X)]), atol=1e-6)
+    # a single module with parameters (the whole member is one layer) stacks too
+    lin = [nn.Linear(4, 2), nn.Linear(4, 2)]
+    xl = torch.randn(3, 4, generator=gen(0))
+    rl = sample_realisations(lin)
+    rl.stack_members = True
+    assert torch.allclose(rl.predict(xl), torch.stack([m(xl) for m in lin]), atol=1e-6)
+    with pytest.raises(ValueError, match="`vectorize` must be 'auto', True, False or None"):
+        with rl.batched(vectorize="yes"):
+            pass
 
 
 def test_sample_realisations_infers_kind_and_auto_converts_dropout():

@@ -139,10 +139,12 @@ def test_ensemble_of_identical_members_zero_std():
     assert torch.equal(d.std(0), torch.zeros_like(d[0]))
 
 
-@pytest.mark.parametrize("kind", ["mc_dropout", "dropconnect", "flipout", "ensemble"])
+@pytest.mark.parametrize("kind", ["mc_dropout", "dropconnect", "flipout", "ensemble", "ensemble_loop"])
 def test_vectorized_equals_looped_and_realisations_differ(kind):
-    if kind == "ensemble":
+    if kind.startswith("ensemble"):
         r = sample_realisations([cnn(seed=s) for s in range(3)])
+        # "ensemble": members stacked and vmapped; "ensemble_loop": the CPU default, a member loop in the batched pass
+        r.stack_members = kind == "ensemble"
     else:
         base = cnn(p=0.4) if kind == "mc_dropout" else cnn()
         m = {"mc_dropout": base, "dropconnect": to_dropconnect(base, 0.4), "flipout": to_flipout(base, rho_init=-2.0)}[kind]
@@ -155,6 +157,75 @@ def test_vectorized_equals_looped_and_realisations_differ(kind):
     # a frozen explanation is bit-identical on repeated calls
     again = explanation_distribution(r, X, "predicted", "guided_backprop", vectorize=True, batch_size=48)
     assert torch.equal(again, explanation_distribution(r, X, "predicted", "guided_backprop", vectorize=True, batch_size=48))
+
+
+@pytest.mark.parametrize("kind", ["mc_dropout", "dropconnect", "flipout", "ensemble", "ensemble_loop"])
+def test_vectorized_lime_equals_the_loop(kind):
+    # common coalitions for every realisation: the vectorized path draws them once, the loop once per
+    # realisation from the same generator state, so the two give the same numbers
+    if kind.startswith("ensemble"):
+        r = sample_realisations([cnn(seed=s) for s in range(3)])
+        r.stack_members = kind == "ensemble"
+    else:
+        base = cnn(p=0.4) if kind == "mc_dropout" else cnn()
+        m = {"mc_dropout": base, "dropconnect": to_dropconnect(base, 0.4), "flipout": to_flipout(base, rho_init=-2.0)}[kind]
+        r = sample_realisations(m, 4, generator=gen(0))
+    for score in ("logit", "probability"):
+        kw = dict(n_samples=40, feature_mask=MASK, score=score)
+        vec = explanation_distribution(r, X, "predicted", "lime", vectorize=True, batch_size=37, generator=gen(3), **kw)
+        loop = explanation_distribution(r, X, "predicted", "lime", vectorize=False, generator=gen(3), **kw)
+        assert torch.allclose(vec, loop, rtol=1e-5, atol=1e-7), (kind, score)
+        assert (vec[0] - vec[1]).abs().max() > 1e-5
+    # the same generator state gives the same coalitions: bit-identical on repeated calls
+    assert torch.equal(vec, explanation_distribution(r, X, "predicted", "lime", vectorize=True, batch_size=37,
+                                                     generator=gen(3), **kw))
+
+
+def test_vectorized_lime_per_sample_masks_regression_and_solver():
+    from xcal_core.uq.distributions import _weighted_regression_shared
+
+    # per-sample feature masks with different feature counts (LIME groups samples by d)
+    masks = torch.stack([MASK, MASK, (torch.arange(36).reshape(6, 6) // 18), MASK])
+    r = sample_realisations(cnn(p=0.4), 3, generator=gen(0))
+    kw = dict(n_samples=30, feature_mask=masks, baseline="mean", train_mean=torch.full((1, 6, 6), 0.5))
+    vec = explanation_distribution(r, X, "predicted_mean", "lime", generator=gen(5), **kw)
+    loop = explanation_distribution(r, X, "predicted_mean", "lime", vectorize=False, generator=gen(5), **kw)
+    assert torch.allclose(vec, loop, rtol=1e-5, atol=1e-7)
+    assert len(torch.unique(vec[0, 2])) <= 2  # two features on image 2
+    # regressor
+    torch.manual_seed(0)
+    reg = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 1)).eval()
+    rr = sample_realisations(reg, 4, generator=gen(1))
+    xt = torch.randn(3, 5, generator=gen(6))
+    a = explanation_distribution(rr, xt, "output", "lime", n_samples=64, generator=gen(2))
+    b = explanation_distribution(rr, xt, "output", "lime", n_samples=64, generator=gen(2), vectorize=False)
+    assert a.shape == (4, 3, 5) and torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    # the shared-design solver equals an independent weighted least-squares fit per right-hand side
+    z = torch.rand(2, 50, 4, generator=gen(7)) < 0.5
+    y = torch.randn(3, 2, 50, generator=gen(8))
+    w = torch.rand(2, 50, generator=gen(9)).double() + 0.1
+    beta = _weighted_regression_shared(z, y, w, 0.0)
+    for t in range(3):
+        for i in range(2):
+            a_ = torch.cat([torch.ones(50, 1, dtype=torch.float64), z[i].double()], 1) * w[i].sqrt()[:, None]
+            ref = torch.linalg.lstsq(a_, (y[t, i].double() * w[i].sqrt())[:, None]).solution[1:, 0]
+            assert torch.allclose(beta[t, i], ref, atol=1e-8)
+
+
+def test_auto_vectorize_choice():
+    from xcal_core.uq.distributions import _auto_vectorize
+
+    base = cnn(p=0.4)
+    rs = {"mc_dropout": sample_realisations(base, 3, generator=gen(0)),
+          "dropconnect": sample_realisations(to_dropconnect(cnn(), 0.4), 3, generator=gen(0)),
+          "flipout": sample_realisations(to_flipout(cnn()), 3, generator=gen(0)),
+          "ensemble": sample_realisations([cnn(seed=s) for s in range(2)])}
+    for kind, r in rs.items():
+        assert not _auto_vectorize(r, "smoothgrad")  # no vectorized path
+        assert _auto_vectorize(r, "guided_backprop")
+        # CPU: IG loops over T (measured faster); LIME is vectorized where work is shared across realisations
+        assert not _auto_vectorize(r, "integrated_gradients")
+        assert _auto_vectorize(r, "lime") == (kind in ("mc_dropout", "ensemble"))
 
 
 def test_guided_backprop_matches_captum_per_realisation():
@@ -224,7 +295,13 @@ def test_distribution_bad_input():
     with pytest.raises(ValueError, match="unknown `target`"):
         explanation_distribution(r, X, "argmax")
     with pytest.raises(ValueError, match="has no vectorized path"):
-        explanation_distribution(r, X, "predicted", "lime", vectorize=True)
+        explanation_distribution(r, X, "predicted", "smoothgrad", vectorize=True)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['steps'\] for method 'lime'"):
+        explanation_distribution(r, X, "predicted", "lime", vectorize=True, steps=4)
+    with pytest.raises(ValueError, match="unknown `score` 'prob'"):
+        explanation_distribution(r, X, "predicted", "lime", score="prob")
+    with pytest.raises(ValueError, match="`n_samples` must be"):
+        explanation_distribution(r, X, "predicted", "lime", vectorize=True, n_samples=0)
     with pytest.raises(ValueError, match="`labels` has labels outside"):
         explanation_distribution(r, X, "true", labels=torch.tensor([0, 1, 2, 7]))
     with pytest.raises(ValueError, match="T >= 2"):

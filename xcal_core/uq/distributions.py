@@ -6,12 +6,24 @@ realisation f^(t) (Mulye & Valdenegro-Toro 2024, Sec. 3; the freezing rule is sp
 
 Two paths give the same numbers:
 
-* **vectorized** (gradient methods: saliency, input x gradient, guided backprop, integrated gradients):
-  G realisations run in one forward/backward pass on ``x`` repeated G times through
-  ``Realisations.batched``; chunked over realisations and inputs by ``batch_size``.
-* **looped** (any method, e.g. LIME): one ``explain`` call per realisation; the explainer batches its own
-  perturbations. Stochastic explainers get *common random numbers*: every realisation starts from the
-  same generator state (the same LIME samples), so the spread reflects the model, not the sampler.
+* **vectorized** (:data:`VECTORIZABLE_METHODS`):
+
+  - gradient methods (saliency, gradient, input x gradient, guided backprop, integrated gradients): G
+    realisations run in one forward/backward pass on ``x`` repeated G times through
+    ``Realisations.batched``; chunked over realisations and inputs by ``batch_size``;
+  - LIME: the coalitions are drawn once, every chunk of perturbed inputs is built once and evaluated by
+    G realisations in one pass, and the T weighted ridge regressions of a sample (same design, T
+    right-hand sides) are one batched normal-equation solve;
+  - deep ensembles: the members' parameterized layers are stacked and vmapped
+    (:func:`~xcal_core.models.stochastic.stack_members`), so M members also run in one pass.
+
+* **looped** (any method; the reference): one ``explain`` call per realisation; the explainer batches its
+  own perturbations.
+
+``vectorize="auto"`` takes whichever path measured faster on the device (:func:`_auto_vectorize`).
+
+Stochastic explainers get *common random numbers* on both paths: every realisation starts from the same
+generator state (the same LIME coalitions), so the spread reflects the model, not the sampler.
 
 References:
     Mulye & Valdenegro-Toro, "Uncertainty quantification for gradient-based explanations in neural networks", 2024.
@@ -23,21 +35,28 @@ from typing import Any
 
 import torch
 
-from .._validation import check_int, check_labels, check_tensor
+from .._validation import check_choice, check_int, check_labels, check_positive, check_tensor
 from .. import explainers as _explainers
+from ..explainers.perturbation import _baseline as _lime_baseline
+from ..explainers.perturbation import _feature_masks as _lime_feature_masks
+from ..explainers.perturbation import _n_features as _lime_n_features
+from ..explainers.perturbation import coalition_levels, lime_cosine_kernel
 from ..models.stochastic import Realisations
+from ..perturbations.masks import perturbation_level
 
 __all__ = ["TARGET_MODES", "VECTORIZABLE_METHODS", "realisation_targets", "explanation_distribution"]
 
 TARGET_MODES = ("predicted", "predicted_mean", "true", "output")
 # Methods with a vectorized path -> the method kwarg that multiplies the rows each input expands to
-# inside the explainer (IG evaluates ``steps`` path points per input); None = one row per input.
+# inside the explainer (IG evaluates ``steps`` path points per input, LIME ``n_samples`` coalitions);
+# None = one row per input.
 VECTORIZABLE_METHODS: dict[str, str | None] = {
     "gradient": None,
     "saliency": None,
     "input_x_gradient": None,
     "guided_backprop": None,
     "integrated_gradients": "steps",
+    "lime": "n_samples",
 }
 
 
@@ -68,6 +87,28 @@ def _check_realisations(realisations: Any) -> Realisations:
         raise TypeError(
             f"`realisations` must be a Realisations (from sample_realisations), got {type(realisations).__name__}")
     return realisations
+
+
+def _auto_vectorize(r: Realisations, method: str) -> bool:
+    """What ``vectorize="auto"`` picks: the vectorized path unless the loop over T measured faster.
+
+    Accelerators: vectorized for every method in :data:`VECTORIZABLE_METHODS`. CPU (one thread,
+    ``benchmarks/bench_uq.py`` on 8x8 and 3x16x16 inputs, T = 30):
+
+    * one-pass gradient methods (Guided Backprop, saliency, ...): vectorized (0.8-1.4x, about even);
+    * Integrated Gradients: loop (vectorized 0.45-1.0x; the T x steps rows per input make batches large
+      enough to be memory-bound, and DropConnect / Flipout convolutions run grouped over a
+      realisation-interleaved layout whose copies cost more than the loop saves);
+    * LIME: vectorized for MC-Dropout (layers before the dropout run once per perturbed input:
+      12-31x) and ensembles (0.9-1.1x), loop for DropConnect and Flipout (vectorized 0.8-1.0x).
+    """
+    if method not in VECTORIZABLE_METHODS:
+        return False
+    if r.device.type != "cpu":
+        return True
+    if method == "lime":
+        return r.kind in ("mc_dropout", "ensemble")
+    return VECTORIZABLE_METHODS[method] is None
 
 
 def realisation_targets(realisations: Realisations, x: Any, target: Any = "predicted", *, labels: Any = None,
@@ -145,10 +186,12 @@ def explanation_distribution(
         labels: (N,) true classes for ``target="true"``.
         score: ``"logit"``, ``"probability"`` or ``"log_probability"`` (passed to ``explain``; regressors
             explain their output as is).
-        vectorize: ``"auto"`` (vectorized for :data:`VECTORIZABLE_METHODS`, looped otherwise), True
-            (error for other methods) or False (always loop; the reference path).
+        vectorize: ``"auto"`` (the faster path for this device, see :func:`_auto_vectorize`), True
+            (vectorized; error for methods outside :data:`VECTORIZABLE_METHODS`) or False (always loop;
+            the reference path). Both paths give the same numbers (up to float rounding).
         batch_size: most rows per forward pass on the vectorized path (realisations x inputs x
-            expansion, e.g. x integration steps for IG); passed to ``explain`` on the looped path.
+            expansion, e.g. x integration steps for IG, x coalitions for LIME); passed to ``explain``
+            on the looped path.
         generator: generator for stochastic explainers; every realisation starts from its state (common
             random numbers). None draws one base seed from torch's global generator.
         return_targets: also return the (T, N) targets used (None for regressors).
@@ -165,12 +208,13 @@ def explanation_distribution(
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a method name (str), got {type(method).__name__}")
     check_int(batch_size, "batch_size", low=1)
+    check_choice(score, "score", ("logit", "probability", "log_probability"))
     if vectorize not in ("auto", True, False):
         raise ValueError(f"`vectorize` must be 'auto', True or False, got {vectorize!r}")
     if vectorize is True and method not in VECTORIZABLE_METHODS:
         raise ValueError(f"`method` {method!r} has no vectorized path; vectorizable: {sorted(VECTORIZABLE_METHODS)} "
                          "(use vectorize='auto' or False)")
-    use_vec = method in VECTORIZABLE_METHODS and vectorize in ("auto", True)
+    use_vec = vectorize is True or (vectorize == "auto" and _auto_vectorize(r, method))
     out_device = x.device
     dev = r.device
     xd = x.to(dev)
@@ -179,12 +223,23 @@ def explanation_distribution(
     regression = targets is None
     t_all, n = len(r), len(x)
     explain_score = "logit" if regression else score
-    steps = int(method_kwargs.get("steps", method_kwargs.get("n_steps", 50))) if method == "integrated_gradients" else 1
 
     def tgt(rows: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(rows), dtype=torch.long, device=dev) if regression else rows
 
-    if use_vec:
+    def common_generator() -> tuple[torch.Generator, Any]:
+        base = generator
+        if base is None:
+            base = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        return base, base.get_state()
+
+    if use_vec and method == "lime":
+        base, state = common_generator()
+        g_c = torch.Generator(device=base.device)
+        g_c.set_state(state)
+        tg_all = torch.zeros((t_all, n), dtype=torch.long, device=dev) if regression else targets
+        dist = _lime_distribution(r, xd, tg_all, explain_score, batch_size, g_c, dict(method_kwargs))
+    elif use_vec:
         key = VECTORIZABLE_METHODS[method]
         per_row = int(method_kwargs.get(key, 50)) if key is not None else 1
         g_max = max(1, min(t_all, batch_size // per_row))
@@ -207,10 +262,7 @@ def explanation_distribution(
                 res[r0:r0 + g, i0:i0 + nb] = a.detach().reshape(g, nb, *x.shape[1:]).float()
         dist = res
     else:
-        base = generator
-        if base is None:
-            base = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-        state = base.get_state()
+        base, state = common_generator()
         outs = []
         for t in range(t_all):
             g_t = torch.Generator(device=base.device)
@@ -224,3 +276,115 @@ def explanation_distribution(
     if return_targets:
         return dist, (None if targets is None else targets.to(out_device))
     return dist
+
+
+# ------------------------------------------------------------------------------------------------
+# LIME for all realisations at once
+# ------------------------------------------------------------------------------------------------
+_LIME_DEFAULTS = dict(n_samples=256, kernel_width=0.25, alpha=0.0, feature_mask=None, baseline=0.0, blur_sigma=2.0,
+                      train_mean=None)
+
+
+def _apply_score(z: torch.Tensor, score: str) -> torch.Tensor:
+    """The score ``explain`` would explain, from (..., K) logits."""
+    if score == "probability":
+        return torch.softmax(z, dim=-1)
+    if score == "log_probability":
+        return torch.log_softmax(z, dim=-1)
+    return z
+
+
+@torch.no_grad()
+def _coalition_scores(r: Realisations, x: torch.Tensor, baseline: torch.Tensor, feature_masks: torch.Tensor,
+                      keep: torch.Tensor, targets: torch.Tensor, score: str, batch_size: int) -> torch.Tensor:
+    """Target scores of every coalition of every sample under every realisation, (T, N, M).
+
+    The perturbed inputs ``where(kept, x, baseline)`` are built once per chunk of ``batch_size // G``
+    (sample, coalition) rows and evaluated by G realisations in one pass (``Realisations.batched`` in
+    expanding mode: layers before the first stochastic layer run once per row); ``targets`` (T, N)
+    picks each realisation's class.
+    """
+    n, m, d = keep.shape
+    t_all = len(r)
+    flat_keep = keep.reshape(n * m, d)
+    fm_flat = feature_masks.reshape(n, -1)
+    s_f = feature_masks.shape[1:]
+    levels = perturbation_level(flat_keep)
+    out = torch.empty((t_all, n * m), dtype=torch.float32, device=x.device)
+    g_max = max(1, min(t_all, batch_size))
+    for r0 in range(0, t_all, g_max):
+        idx = list(range(r0, min(t_all, r0 + g_max)))
+        g = len(idx)
+        rows = max(1, batch_size // g)
+        tg = targets[idx]  # (G, N)
+        with r.batched(idx, expand=True) as model:  # layers before the first stochastic one run once per row
+            for start in range(0, n * m, rows):
+                stop = min(start + rows, n * m)
+                smp = torch.arange(start, stop, device=x.device) // m
+                kept = torch.gather(flat_keep[start:stop], 1, fm_flat[smp]).reshape(stop - start, *s_f)
+                batch = torch.where(kept, x[smp], baseline[smp])
+                with coalition_levels(levels[start:stop].repeat(g)):
+                    z = model(batch)
+                z = _apply_score(z.reshape(g, stop - start, -1), score)
+                out[r0:r0 + g, start:stop] = z.gather(2, tg[:, smp, None]).squeeze(2).float()
+    return out.reshape(t_all, n, m)
+
+
+def _weighted_regression_shared(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float) -> torch.Tensor:
+    """T weighted ridge regressions with intercept that share their design, solved together.
+
+    ``z`` (N, M, d) and ``w`` (N, M) are the same for every realisation (common coalitions), so the
+    normal-equation matrix ``A^T W A + R`` (A = [1, z], R = ``alpha`` on the coefficients plus a 1e-10
+    relative jitter, as in LIME's own solver) is built and factorized once per sample and solved for
+    the T right-hand sides ``A^T W y_t`` at once (float64).
+
+    Returns:
+        (T, N, d) float64 coefficients.
+    """
+    n, m, d = z.shape
+    a = torch.cat([torch.ones(n, m, 1, dtype=torch.float64, device=z.device), z.double()], dim=2)
+    aw = a * w.double()[..., None]
+    gram = aw.transpose(1, 2) @ a  # (N, d+1, d+1)
+    rhs = aw.transpose(1, 2) @ y.double().permute(1, 2, 0)  # (N, d+1, T)
+    reg = torch.full((d + 1,), float(alpha), dtype=torch.float64, device=z.device)
+    reg[0] = 0.0
+    scale = gram.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-300)
+    ridge = torch.diag_embed(reg.expand(n, d + 1) + 1e-10 * scale[:, None])
+    beta = torch.linalg.solve(gram + ridge, rhs)  # (N, d+1, T)
+    return beta.permute(2, 0, 1)[..., 1:]
+
+
+def _lime_distribution(r: Realisations, x: torch.Tensor, targets: torch.Tensor, score: str, batch_size: int,
+                       generator: torch.Generator, kwargs: dict) -> torch.Tensor:
+    """LIME explanations of ``x`` under all T realisations with common coalitions, (T, N, ...).
+
+    The same computation as ``explain(frozen_t, x, targets[t], "lime", generator=<same state>)`` for
+    every t: the coalitions are drawn once from ``generator`` exactly as LIME draws them (so every
+    realisation sees the same coalitions, the variance-reducing *common random numbers* choice), all
+    T x N x n_samples perturbed inputs go through chunked batched forwards, and the T weighted ridge
+    regressions per sample are one multi-right-hand-side solve.
+    """
+    unknown = sorted(set(kwargs) - set(_LIME_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method 'lime'; its options are {list(_LIME_DEFAULTS)}")
+    kw = {**_LIME_DEFAULTS, **kwargs}
+    n_samples = check_int(kw["n_samples"], "n_samples", low=1)
+    kernel_width = float(check_positive(kw["kernel_width"], "kernel_width"))
+    alpha = float(check_positive(kw["alpha"], "alpha", strict=False))
+    check_positive(kw["blur_sigma"], "blur_sigma")
+    xs = x.detach().to(torch.float32)
+    base = _lime_baseline(xs, kw["baseline"], kw["blur_sigma"], kw["train_mean"])
+    fms = _lime_feature_masks(kw["feature_mask"], xs)
+    ds = _lime_n_features(fms)
+    t_all = len(r)
+    attr = torch.zeros((t_all, *xs.shape), dtype=torch.float32, device=xs.device)
+    for d in torch.unique(ds).tolist():
+        sel = torch.nonzero(ds == d).flatten()
+        keep = (torch.rand(len(sel), n_samples, int(d), generator=generator) < 0.5).to(xs.device)
+        v = _coalition_scores(r, xs[sel], base[sel], fms[sel], keep, targets[:, sel], score, batch_size)
+        w = lime_cosine_kernel(keep, kernel_width)
+        phi = _weighted_regression_shared(keep, v, w, alpha).float()  # (T, n_sel, d)
+        idx = fms[sel].reshape(1, len(sel), -1).expand(t_all, -1, -1)
+        spread = torch.gather(phi, 2, idx).reshape(t_all, len(sel), *fms.shape[1:])
+        attr[:, sel] = torch.broadcast_to(spread, (t_all, len(sel), *xs.shape[1:]))
+    return attr

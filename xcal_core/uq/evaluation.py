@@ -57,8 +57,8 @@ class MeanPrediction(nn.Module):
         total = None
         for r0 in range(0, t_all, self.realisation_batch):
             idx = list(range(r0, min(t_all, r0 + self.realisation_batch)))
-            with self.realisations.batched(idx) as m:
-                y = m(x.repeat(len(idx), *([1] * (x.ndim - 1)))).reshape(len(idx), len(x), -1)
+            with self.realisations.batched(idx, expand=True) as m:  # shared layers before the first stochastic one
+                y = m(x).reshape(len(idx), len(x), -1)
             if y.shape[-1] > 1 and self.output == "probability":
                 y = torch.softmax(y, -1)
             s = y.sum(0)
