@@ -452,6 +452,10 @@ def test_cifar10_reads_the_pickle_batches(tmp_path):
     capped = load_dataset("cifar10", data_dir=tmp_path, seed=0, cal_fraction=0.2, n_train=40, n_test=10)
     assert (len(capped.train), len(capped.cal), len(capped.test)) == (40, 20, 10)
     assert torch.bincount(capped.test.y, minlength=10).tolist() == [1] * 10
+    # resized copies (e.g. for ImageNet-pretrained models): same images, antialiased bilinear
+    big = load_dataset("cifar10", data_dir=tmp_path, seed=0, cal_fraction=0.2, image_size=64)
+    assert big.info.input_shape == (3, 64, 64) and torch.equal(big.test.y, ds.test.y)
+    assert torch.allclose(F.avg_pool2d(big.test.x, 2).mean((1, 2, 3)), ds.test.x.mean((1, 2, 3)), atol=0.02)
 
 
 def test_cifar100_reads_train_test_meta(tmp_path):
@@ -593,3 +597,161 @@ def test_openml_from_cache_by_id_and_name(tmp_path):
         load_dataset("openml:42424", data_dir=tmp_path, missing="error")
     reg = load_dataset("openml:42424", data_dir=tmp_path, task="regression", target="b")
     assert reg.info.task == "regression" and reg.train.y.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# synthetic stand-ins of the paper datasets, Food-101 and CUB-200-2011 folders
+# ----------------------------------------------------------------------------------------------
+
+
+def test_standin_images_have_the_real_sizes_and_say_so():
+    from xcal_core.data import STANDINS, data_source_note
+
+    ds = load_dataset("standin:cub200", n_train=40, n_cal=20, n_test=20)
+    _check_common(ds)
+    assert ds.info.input_shape == (3, 224, 224) and ds.info.n_classes == 200
+    assert (len(ds.train), len(ds.cal), len(ds.test)) == (40, 20, 20)
+    assert ds.info.extra["standin"] and ds.info.extra["replaces"] == "cub200"
+    assert data_source_note(ds).startswith("STAND-IN DATA: standin:cub200")
+    assert ds.train.masks is not None and ds.train.masks.shape == (40, 224, 224)
+    assert 0.03 < ds.train.masks.float().mean() < 0.5  # an object, not the whole image
+    # real sizes of the official splits and the loader defaults
+    full = load_dataset("standin:cub200", image_size=8, n_train=None, n_cal=None, n_test=None)
+    assert (len(full.train), len(full.cal) + len(full.test)) == (5994, 5794)  # cal carved from the official test split
+    assert STANDINS["imagenet"].n_classes == 1000 and STANDINS["food101"].n_official_test == 25_250
+    small = load_dataset("standin:imagenet", image_size=16, n_train=8, n_cal=8, n_test=8)
+    assert small.info.n_classes == 1000 and small.info.input_shape == (3, 16, 16)
+
+
+def test_standin_images_are_seeded_and_class_dependent():
+    a = load_dataset("standin:cifar100", seed=3, n_train=3000, n_cal=100, n_test=600)
+    b = load_dataset("standin:cifar100", seed=3, n_train=3000, n_cal=100, n_test=600)
+    c = load_dataset("standin:cifar100", seed=4, n_train=3000, n_cal=100, n_test=600)
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert not torch.equal(a.train.x, c.train.x)
+    # a different training cap leaves the calibration and test images unchanged
+    d = load_dataset("standin:cifar100", seed=3, n_train=500, n_cal=100, n_test=600)
+    assert torch.equal(a.test.x, d.test.x) and torch.equal(a.cal.x, d.cal.x)
+    # structured, not noise: nearest class centroid on 8x8 thumbnails is far above chance (1 %)
+    thumb = lambda x: F.avg_pool2d(x, 4).flatten(1)  # noqa: E731
+    cent = torch.stack([thumb(a.train.x[a.train.y == k]).mean(0) for k in range(100)])
+    pred = torch.cdist(thumb(a.test.x), cent).argmin(1)
+    acc = (pred == a.test.y).float().mean().item()
+    assert acc > 0.25, acc
+    # images vary within a class (jitter), so the task is not a lookup
+    same = a.train.x[a.train.y == 0]
+    assert (same[0] - same[1]).abs().mean() > 0.01
+
+
+def test_standin_tabular_and_errors():
+    ds = load_dataset("standin:electricity", seed=0)
+    _check_common(ds)
+    assert ds.info.input_shape == (7,) and ds.info.n_classes == 2
+    assert len(ds.train) + len(ds.cal) + len(ds.test) == 38_474
+    small = load_dataset("standin:pol", n_samples=500, n_train=100)
+    assert small.info.input_shape == (26,) and len(small.train) == 100
+    with pytest.raises(ValueError, match=r"unknown stand-in 'standin:mnist'.*standin:imagenet"):
+        load_dataset("standin:mnist")
+    with pytest.raises(ValueError, match=r"`image_size` applies to image stand-ins only"):
+        load_dataset("standin:credit", image_size=32)
+    with pytest.raises(ValueError, match=r"`n_samples` applies to tabular stand-ins only"):
+        load_dataset("standin:cifar100", n_samples=10)
+    with pytest.raises(ValueError, match=r"needs a suffix: use 'standin:<name>'"):
+        load_dataset("standin")
+    assert "standin:<name>" in available_datasets()
+
+
+def test_load_or_standin_falls_back_only_when_asked(tmp_path):
+    from xcal_core.data import is_standin, load_or_standin
+
+    with pytest.raises(FileNotFoundError, match=r"openml:credit"):
+        load_or_standin("openml:credit", data_dir=tmp_path)
+    ds = load_or_standin("openml:credit", data_dir=tmp_path, standin_if_missing=True, n_train=200)
+    assert is_standin(ds) and ds.info.name == "standin:credit" and len(ds.train) == 200
+    assert "openml:credit" in ds.info.extra["missing_real_data"]
+    img = load_or_standin("imagenet", data_dir=tmp_path, standin_if_missing=True, image_size=16, n_train=10, n_cal=10, n_test=10)
+    assert img.info.name == "standin:imagenet" and img.info.input_shape == (3, 16, 16)
+    # present data is loaded as is; names without a stand-in re-raise
+    assert not is_standin(load_or_standin("wine", standin_if_missing=True))
+    with pytest.raises(FileNotFoundError):
+        load_or_standin("stl10", data_dir=tmp_path, standin_if_missing=True)
+
+
+def _jpeg(path, color, size=(30, 24)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, quality=95)
+
+
+FOOD_COLORS = {"apple_pie": (200, 30, 30), "baby_back_ribs": (30, 200, 30), "waffles": (30, 30, 200)}
+
+
+def _fake_food101(root):
+    folder = root / "food-101"
+    train, test = [], []
+    for cls, col in FOOD_COLORS.items():
+        for j in range(6):
+            _jpeg(folder / "images" / cls / f"{100 + j}.jpg", col)
+            (train if j < 3 else test).append(f"{cls}/{100 + j}")
+    (folder / "meta").mkdir(parents=True, exist_ok=True)
+    (folder / "meta" / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "meta" / "test.txt").write_text("\n".join(test) + "\n")
+    (folder / "meta" / "classes.txt").write_text("\n".join(FOOD_COLORS) + "\n")
+    return folder
+
+
+def test_food101_folder(tmp_path):
+    folder = _fake_food101(tmp_path)
+    ds = load_dataset("food101", data_dir=tmp_path, image_size=16, resize=20, cal_fraction=1 / 3)
+    _check_common(ds)
+    assert ds.info.class_names == ("apple pie", "baby back ribs", "waffles") and ds.info.n_classes == 3
+    assert (len(ds.train), len(ds.cal), len(ds.test)) == (9, 3, 6)
+    files = ds.info.extra["files"]
+    assert all("/meta/" not in f for f in files["train"])
+    # calibration and evaluation images both come from the official test list, disjoint
+    test_list = {str(folder / "images" / f"{l}.jpg") for l in (folder / "meta" / "test.txt").read_text().split()}
+    assert set(files["cal"]) <= test_list and set(files["test"]) <= test_list and not set(files["cal"]) & set(files["test"])
+    assert not set(files["train"]) & test_list
+    colors = torch.tensor(list(FOOD_COLORS.values()), dtype=torch.float32) / 255
+    for s in ds.splits.values():
+        assert (s.x.mean((2, 3)) - colors[s.y]).abs().max() < 4 / 255
+    (folder / "images" / "waffles" / "105.jpg").unlink()
+    with pytest.raises(ValueError, match=r"1 image\(s\) listed in .*test.txt are missing"):
+        load_dataset("food101", data_dir=tmp_path, image_size=16, resize=20)
+    with pytest.raises(FileNotFoundError, match=r"(?s)food-101.*meta/train.txt.*food-101.tar.gz"):
+        load_dataset("food101", data_dir=tmp_path / "nowhere")
+
+
+def test_cub200_folder(tmp_path):
+    folder = tmp_path / "CUB_200_2011"
+    classes = {1: "001.Black_footed_Albatross", 2: "002.Laysan_Albatross"}
+    colors = {1: (220, 40, 40), 2: (40, 40, 220)}
+    images, labels, split = [], [], []
+    i = 0
+    for k, name in classes.items():
+        for j in range(5):
+            i += 1
+            rel = f"{name}/{name.split('.')[1]}_{j:04d}_{i}.jpg"
+            _jpeg(folder / "images" / rel, colors[k])
+            images.append(f"{i} {rel}")
+            labels.append(f"{i} {k}")
+            split.append(f"{i} {1 if j < 2 else 0}")
+    (folder / "images.txt").write_text("\n".join(images) + "\n")
+    (folder / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    (folder / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    (folder / "classes.txt").write_text("\n".join(f"{k} {v}" for k, v in classes.items()) + "\n")
+    ds = load_dataset("cub200", data_dir=tmp_path, image_size=16, resize=18, cal_fraction=1 / 3)
+    _check_common(ds)
+    assert ds.info.class_names == ("Black footed Albatross", "Laysan Albatross")
+    assert (len(ds.train), len(ds.cal), len(ds.test)) == (4, 2, 4)
+    assert sorted(ds.train.y.tolist()) == [0, 0, 1, 1]
+    col = torch.tensor([colors[1], colors[2]], dtype=torch.float32) / 255
+    for s in ds.splits.values():
+        assert (s.x.mean((2, 3)) - col[s.y]).abs().max() < 4 / 255
+    assert not set(ds.info.extra["files"]["cal"]) & set(ds.info.extra["files"]["test"])
+    (folder / "train_test_split.txt").write_text("\n".join(split[:-1]) + "\n")
+    with pytest.raises(ValueError, match=r"image id\(s\) \[10\] of images.txt have no class label or train/test flag"):
+        load_dataset("cub200", data_dir=tmp_path, image_size=16, resize=18)
+    with pytest.raises(FileNotFoundError, match=r"(?s)CUB_200_2011.*images.txt.*CUB_200_2011.tgz"):
+        load_dataset("cub200", data_dir=tmp_path / "nowhere")

@@ -82,6 +82,8 @@ CASES = [
     ("small_cnn", (1, 8, 8), 10, {"dropout": 0.2, "batch_norm": False}),
     ("small_cnn", (3, 32, 32), 6, {"width": 4, "batch_norm": True}),
     ("resnet18_cifar", (3, 32, 32), 10, {"width": 4, "dropout": 0.1}),
+    ("resnet_cifar", (3, 32, 32), 100, {"depth": 8, "width": 4}),
+    ("vgg_cifar", (3, 32, 32), 10, {"depth": 11, "dropout": 0.1}),
     ("tv:resnet18", (3, 32, 32), 7, {}),
     ("tv:resnet18", (1, 16, 16), 4, {}),  # 1-channel input: the stem conv is replaced
 ]
@@ -614,4 +616,126 @@ def test_hashes_are_order_free_and_content_sensitive():
 
 
 def test_registry_lists_models():
-    assert set(MODELS) == {"mlp", "tabular_resnet", "small_cnn", "resnet18_cifar"}
+    assert set(MODELS) == {"mlp", "tabular_resnet", "small_cnn", "resnet18_cifar", "resnet_cifar", "vgg_cifar"}
+
+
+# ------------------------------------------------------------------------------------------
+# paper-profile architectures, local checkpoints, "pretrained if available, else train"
+# ------------------------------------------------------------------------------------------
+def _n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_cifar_resnet_and_vgg_known_sizes():
+    from xcal_core.models import ResNetCifar
+
+    # He et al. (2016) Table 6 (CIFAR-10): ResNet-20 0.27M, ResNet-32 0.46M, ResNet-56 0.85M parameters;
+    # our projection shortcuts (option B) add ~3k parameters to the paper's parameter-free option A
+    for depth, ref in ((20, 0.27e6), (32, 0.46e6), (56, 0.85e6)):
+        assert abs(_n_params(build_model("resnet_cifar", (3, 32, 32), 10, depth=depth)) - ref) < 0.01e6
+    net = build_model("resnet_cifar", (3, 32, 32), 10, depth=32)
+    assert sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in net.modules()) == 31  # 6n + 1 3x3 convs
+    # VGG16-BN for CIFAR: 13 convolutions (14.7M) + the 512-512-K classifier
+    vgg = build_model("vgg_cifar", (3, 32, 32), 100, depth=16)
+    assert sum(isinstance(m, nn.Conv2d) for m in vgg.modules()) == 13
+    chans = [3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    convs = sum(9 * a * b + 2 * b for a, b in zip(chans, chans[1:]))  # bias-free 3x3 convs + BatchNorm affine
+    assert convs == 14_718_912
+    assert _n_params(vgg) == convs + (512 * 512 + 512) * 2 + 512 * 100 + 100
+    assert get_layer(vgg).out_channels == 512
+    with pytest.raises(ValueError, match=r"`depth` must be 6n \+ 2"):
+        ResNetCifar((3, 32, 32), 10, depth=30)
+    with pytest.raises(ValueError, match=r"`depth` must be one of \[11, 13, 16, 19\]"):
+        build_model("vgg_cifar", (3, 32, 32), 10, depth=15)
+    with pytest.raises(ValueError, match=r"too small for VGG"):
+        build_model("vgg_cifar", (3, 16, 16), 10)
+
+
+def test_vit_accepts_small_square_inputs_only_when_randomly_initialised(tmp_path, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vit = build_model("tv:vit_b_16", (3, 32, 32), 5, seed=0).eval()
+        with torch.no_grad():
+            assert vit(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+        with pytest.raises(ValueError, match=r"needs square inputs"):
+            build_model("tv:vit_b_16", (3, 32, 48), 5)
+        monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+        with pytest.raises(ValueError, match=r"pretrained tv:vit_b_16 needs 224x224 inputs"):
+            path, _ = torchvision_weights_path("vit_b_16")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "wb").close()  # present (empty) file: the size check comes first
+            build_model("tv:vit_b_16", (3, 32, 32), 5, pretrained=True)
+
+
+def test_checkpoint_files_load_in_common_layouts(tmp_path):
+    from xcal_core.models import load_weights
+
+    src = build_model("resnet_cifar", (3, 32, 32), 10, depth=8, seed=0)
+    plain = tmp_path / "plain.pt"
+    torch.save(src.state_dict(), plain)
+    assert _state_equal(build_model("resnet_cifar", (3, 32, 32), 10, depth=8, seed=1, checkpoint=str(plain)), src)
+    # a torchvision network's own keys (hub layout), nested under "state_dict" with DataParallel's prefix
+    tv = build_model("tv:resnet18", (3, 32, 32), 7, seed=0)
+    nested = tmp_path / "tv.pth"
+    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in tv.net.state_dict().items()}}, nested)
+    tv2 = build_model("tv:resnet18", (3, 32, 32), 7, seed=5, checkpoint=nested)
+    assert _state_equal(tv2, tv) and tv2.xcal_spec["kwargs"]["checkpoint"] == str(nested)
+    # an xcal checkpoint (cache payload)
+    save_checkpoint(tmp_path / "x.pt", {"format": "xcal-model-v1", "state_dict": src.state_dict()})
+    assert _state_equal(load_weights(build_model("resnet_cifar", (3, 32, 32), 10, depth=8, seed=2), tmp_path / "x.pt"), src)
+    with pytest.raises(FileNotFoundError, match=r"`checkpoint` file '.*missing.pt' does not exist"):
+        build_model("resnet_cifar", (3, 32, 32), 10, depth=8, checkpoint=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match=r"does not fit the model: shape mismatches \['fc.weight: file \(7, 512\) vs model \(9, 512\)"):
+        build_model("tv:resnet18", (3, 32, 32), 9, checkpoint=nested)
+    with pytest.raises(ValueError, match=r"does not fit the model: missing keys"):
+        build_model("resnet_cifar", (3, 32, 32), 10, depth=14, checkpoint=str(plain))
+    torch.save({"note": "no tensors"}, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match=r"holds no state dict of tensors"):
+        build_model("resnet_cifar", (3, 32, 32), 10, depth=8, checkpoint=str(tmp_path / "junk.pt"))
+    with pytest.raises(TypeError, match=r"`checkpoint` must be a file path"):
+        build_model("mlp", (4,), 2, checkpoint=3)
+
+
+def test_checkpoint_for_parses_the_notebook_parameter():
+    from xcal_core.models import checkpoint_for
+
+    entries = ["tv:resnet50=weights/r50.pth", "food101/tv:resnet50=/abs/food_r50.pth", "vgg_cifar = vgg.pt "]
+    assert checkpoint_for(entries, "tv:resnet50", "food101", "/data") == "/abs/food_r50.pth"
+    assert checkpoint_for(entries, "tv:resnet50", "cub200", "/data") == "/data/weights/r50.pth"
+    assert checkpoint_for(entries, "vgg_cifar", None, None) == "vgg.pt"
+    assert checkpoint_for(entries, "resnet_cifar", "cifar100", "/data") is None
+    assert checkpoint_for([], "tv:resnet50") is None
+    with pytest.raises(ValueError, match=r"`CHECKPOINTS` entry 'tv:resnet50' must look like '<model>=<file>'"):
+        checkpoint_for(["tv:resnet50"], "tv:resnet50")
+    with pytest.raises(ValueError, match=r"empty model name or file"):
+        checkpoint_for(["tv:resnet50="], "tv:resnet50")
+    with pytest.raises(TypeError, match=r"`CHECKPOINTS` must be a list"):
+        checkpoint_for("tv:resnet50=a.pt", "tv:resnet50")
+
+
+def test_load_or_train_classifier_decides_by_weights_and_data(tmp_path, monkeypatch):
+    from xcal_core.data import load_dataset
+    from xcal_core.models import load_or_train_classifier
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no pretrained weights anywhere
+    standin = load_dataset("standin:cifar100", n_train=64, n_cal=32, n_test=32, image_size=32)
+    kw = dict(seed=0, batch_size=32, cache_dir=tmp_path / "cache")
+    m, note = load_or_train_classifier("tv:resnet18", standin, epochs=0, pretrained=True, standin_epochs=1, **kw)
+    assert note == ("tv:resnet18: STAND-IN run, trained 1 epoch(s) on standin:cifar100 from a random initialisation "
+                    "(pretrained weights absent)")
+    assert not m.training and m.net.fc.out_features == 100
+    # a local checkpoint wins and is used as is with epochs=0
+    ck = tmp_path / "r18.pt"
+    torch.save(m.state_dict(), ck)
+    m2, note2 = load_or_train_classifier("tv:resnet18", standin, epochs=0, pretrained=True, checkpoint=ck, **kw)
+    assert _state_equal(m2, m) and note2 == f"tv:resnet18: weights from the local checkpoint {ck}"
+    with pytest.raises(FileNotFoundError, match=r"checkpoint for 'tv:resnet18' not found: '.*nope.pt'"):
+        load_or_train_classifier("tv:resnet18", standin, epochs=0, checkpoint=tmp_path / "nope.pt", **kw)
+    # real data without the pretrained file: the factory's error says where to put it
+    real = load_dataset("shapes", n_train=64, n_cal=32, n_test=32)
+    with pytest.raises(ValueError, match=r"pretrained=True` for tv:resnet18 needs its weights"):
+        load_or_train_classifier("tv:resnet18", real, epochs=0, pretrained=True, **kw)
+    with pytest.raises(ValueError, match=r"`pretrained=True` needs a torchvision model"):
+        load_or_train_classifier("small_cnn", real, epochs=1, pretrained=True, **kw)
+    m3, note3 = load_or_train_classifier("small_cnn", real, epochs=1, **kw)
+    assert note3 == "small_cnn: trained 1 epoch(s) on shapes from a random initialisation"

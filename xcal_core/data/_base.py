@@ -46,7 +46,7 @@ SPLIT_NAMES = ("train", "cal", "test")
 DATASETS: dict[str, Callable[..., Dataset]] = {}
 
 # Loaders whose name takes a suffix: "openml:<id or name>" -> DATASETS["openml"](spec="<id or name>", ...)
-_PREFIXED = ("openml",)
+_PREFIXED = ("openml", "standin")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[.
 
 def available_datasets() -> list[str]:
     """Valid dataset names (``"openml:<id or name>"`` stands for every OpenML dataset)."""
-    return [f"{n}:<id or name>" if n in _PREFIXED else n for n in DATASETS]
+    return [f"{n}:<id or name>" if n == "openml" else f"{n}:<name>" if n in _PREFIXED else n for n in DATASETS]
 
 
 _RESERVED = ("data_dir", "allow_download", "seed", "spec")
@@ -354,7 +354,8 @@ def load_dataset(
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {available_datasets()}")
     if key in _PREFIXED and spec is None:
-        raise ValueError(f"dataset {name!r} needs a suffix: use '{key}:<id or name>', e.g. '{key}:61' or '{key}:iris'")
+        example = "'standin:<name>', e.g. 'standin:imagenet'" if key == "standin" else f"'{key}:<id or name>', e.g. '{key}:61' or '{key}:iris'"
+        raise ValueError(f"dataset {name!r} needs a suffix: use {example}")
     loader = DATASETS[key]
     params = inspect.signature(loader).parameters
     valid = [p for p in params if p not in _RESERVED and params[p].kind is inspect.Parameter.KEYWORD_ONLY]

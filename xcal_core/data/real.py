@@ -116,7 +116,8 @@ def _read_cifar_batches(folder: Path, files: list[str], label_key: str) -> tuple
     return np.vstack(xs).reshape(-1, 3, 32, 32), np.concatenate(ys)
 
 
-def _load_cifar(name: str, data_dir: Any, allow_download: bool, seed: int, **opts: Any) -> Dataset:
+def _load_cifar(name: str, data_dir: Any, allow_download: bool, seed: int, image_size: int = 32, **opts: Any) -> Dataset:
+    image_size = check_int(image_size, "image_size", low=8, high=1024)
     spec = _CIFAR[name]
     root = resolve_data_dir(data_dir)
     folder = root / spec["folder"]
@@ -138,7 +139,7 @@ def _load_cifar(name: str, data_dir: Any, allow_download: bool, seed: int, **opt
     with open(folder / spec["meta"], "rb") as fh:
         class_names = list(pickle.load(fh, encoding="latin1")[spec["meta_key"]])
     return _image_dataset_from_official(
-        name, x_tr, y_tr, x_te, y_te, class_names, seed=seed,
+        name, x_tr, y_tr, x_te, y_te, class_names, seed=seed, image_size=None if image_size == 32 else image_size,
         extra={"source": str(folder)}, **opts,
     )
 
@@ -153,6 +154,7 @@ def load_cifar10(
     n_train: int | None = None,
     n_cal: int | None = None,
     n_test: int | None = None,
+    image_size: int = 32,
 ) -> Dataset:
     """CIFAR-10 (32x32 RGB, 10 classes) from ``<data_dir>/cifar-10-batches-py/`` (torchvision's layout:
     pickle batches ``data_batch_1`` .. ``data_batch_5``, ``test_batch``, ``batches.meta``).
@@ -164,8 +166,9 @@ def load_cifar10(
         cal_fraction: fraction of the official 50 000 training images carved out (stratified) as the
             calibration split; the test split is the official test set.
         n_train, n_cal, n_test: optional caps (stratified subsamples; only those images are decoded).
+        image_size: output side; other than 32 resizes with antialiased bilinear interpolation.
     """
-    return _load_cifar("cifar10", data_dir, allow_download, seed, cal_fraction=cal_fraction,
+    return _load_cifar("cifar10", data_dir, allow_download, seed, image_size=image_size, cal_fraction=cal_fraction,
                        n_train=n_train, n_cal=n_cal, n_test=n_test)
 
 
@@ -179,6 +182,7 @@ def load_cifar100(
     n_train: int | None = None,
     n_cal: int | None = None,
     n_test: int | None = None,
+    image_size: int = 32,
 ) -> Dataset:
     """CIFAR-100 (32x32 RGB, 100 fine classes) from ``<data_dir>/cifar-100-python/`` (``train``, ``test``,
     ``meta`` pickles, torchvision's layout), read directly like :func:`load_cifar10`.
@@ -186,8 +190,9 @@ def load_cifar100(
     Args:
         cal_fraction: fraction of the official training images used as the calibration split.
         n_train, n_cal, n_test: optional caps (stratified subsamples).
+        image_size: output side; other than 32 resizes with antialiased bilinear interpolation.
     """
-    return _load_cifar("cifar100", data_dir, allow_download, seed, cal_fraction=cal_fraction,
+    return _load_cifar("cifar100", data_dir, allow_download, seed, image_size=image_size, cal_fraction=cal_fraction,
                        n_train=n_train, n_cal=n_cal, n_test=n_test)
 
 
@@ -534,3 +539,187 @@ def load_openml(
         extra={"source": f"https://www.openml.org/d/{bunch.details.get('id', spec) if hasattr(bunch, 'details') else spec}",
                "openml_name": getattr(bunch, "details", {}).get("name"), "categorical_features": cat_cols},
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Food-101 and CUB-200-2011 (official folder layouts; Calibrate to Interpret's datasets)
+# ----------------------------------------------------------------------------------------------
+
+
+def _decode_split(files: list[Path], labels: np.ndarray, idx: np.ndarray, resize: int, crop: int) -> Split:
+    arr = np.stack([_load_image(files[i], resize, crop) for i in idx]) if len(idx) else np.zeros((0, 3, crop, crop), np.uint8)
+    return Split(_to_float_images(arr), torch.as_tensor(labels[idx].astype(np.int64)))
+
+
+def _fgvc_dataset(name: str, train_files, y_train, test_files, y_test, class_names, *, seed, cal_fraction, n_train,
+                  n_cal, n_test, image_size, resize, source) -> Dataset:
+    from .standin import cal_from_test_indices
+
+    image_size = check_int(image_size, "image_size", low=8, high=2048)
+    resize = check_int(resize, "resize", low=image_size, high=4096)
+    tr, ca, te = cal_from_test_indices(y_train, y_test, seed=seed, cal_fraction=cal_fraction, n_train=n_train,
+                                       n_cal=n_cal, n_test=n_test)
+    return build_image(
+        name, _decode_split(train_files, y_train, tr, resize, image_size),
+        _decode_split(test_files, y_test, ca, resize, image_size), _decode_split(test_files, y_test, te, resize, image_size),
+        class_names=class_names,
+        extra={"source": source, "cal_from": "official test split",
+               "files": {"train": [str(train_files[i]) for i in tr], "cal": [str(test_files[i]) for i in ca],
+                         "test": [str(test_files[i]) for i in te]}},
+    )
+
+
+@register_dataset("food101")
+def load_food101(
+    *,
+    data_dir: Any = None,
+    allow_download: bool = False,
+    seed: int = 0,
+    cal_fraction: float = 0.5,
+    n_train: int | None = 2000,
+    n_cal: int | None = 2500,
+    n_test: int | None = 2500,
+    image_size: int = 224,
+    resize: int = 224,
+) -> Dataset:
+    """Food-101 (101 classes; 75 750 training and 25 250 test images) from ``<data_dir>/food-101/``, the
+    official archive's layout (also torchvision's): ``images/<class>/<id>.jpg``, ``meta/train.txt`` and
+    ``meta/test.txt`` (one ``<class>/<id>`` per line, no extension), ``meta/classes.txt`` (class order;
+    sorted folder names when absent).
+
+    As in Calibrate to Interpret, the calibration split is carved from the official **test** split
+    (stratified; the rest of the test split is the evaluation split, disjoint from it). Only the
+    selected images are decoded: shorter side resized to ``resize``, centre crop ``image_size``.
+
+    Args:
+        cal_fraction: share of the official test split reserved for calibration (default 0.5).
+        n_train, n_cal, n_test: caps (stratified subsamples; default 2000 / 2500 / 2500, the paper's
+            2500 calibration and 2500 evaluation images); None uses the whole split.
+        image_size: side of the centre crop (default 224).
+        resize: shorter side before cropping (>= image_size).
+
+    Raises:
+        FileNotFoundError: the folder or its ``meta`` files are missing (unless ``allow_download``:
+            torchvision then downloads the official 5 GB archive).
+        ValueError: a listed image is missing.
+    """
+    root = resolve_data_dir(data_dir)
+    folder = root / "food-101"
+    expected = [folder / "meta" / "train.txt", folder / "meta" / "test.txt", folder / "images"]
+    if not all(p.exists() for p in expected):
+        if not allow_download:
+            raise _missing(
+                "food101", root, expected,
+                f"Extract the official archive (http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz) into {root} so that "
+                f"{folder} holds images/<class>/<id>.jpg and meta/train.txt, meta/test.txt, meta/classes.txt, "
+                f"{_DOWNLOAD_HINT} (5 GB).",
+            )
+        import torchvision.datasets as tvd
+
+        root.mkdir(parents=True, exist_ok=True)
+        tvd.Food101(root=str(root), split="train", download=True)
+    classes_file = folder / "meta" / "classes.txt"
+    classes = (classes_file.read_text().split() if classes_file.exists()
+               else sorted(p.name for p in (folder / "images").iterdir() if p.is_dir()))
+    index = {c: k for k, c in enumerate(classes)}
+
+    def read(list_file: Path) -> tuple[list[Path], np.ndarray]:
+        files, labels = [], []
+        for line in list_file.read_text().split():
+            cls = line.split("/", 1)[0]
+            if cls not in index:
+                raise ValueError(f"{list_file}: class {cls!r} of {line!r} is not in {classes_file.name}")
+            f = folder / "images" / f"{line}.jpg"
+            files.append(f)
+            labels.append(index[cls])
+        missing = [f for f in files if not f.exists()]
+        if missing:
+            raise ValueError(f"{len(missing)} image(s) listed in {list_file} are missing, e.g. {missing[0]}")
+        return files, np.asarray(labels, dtype=np.int64)
+
+    f_tr, y_tr = read(folder / "meta" / "train.txt")
+    f_te, y_te = read(folder / "meta" / "test.txt")
+    return _fgvc_dataset("food101", f_tr, y_tr, f_te, y_te, [c.replace("_", " ") for c in classes], seed=seed,
+                         cal_fraction=cal_fraction, n_train=n_train, n_cal=n_cal, n_test=n_test, image_size=image_size,
+                         resize=resize, source=str(folder))
+
+
+@register_dataset("cub200")
+def load_cub200(
+    *,
+    data_dir: Any = None,
+    allow_download: bool = False,
+    seed: int = 0,
+    cal_fraction: float = 0.5,
+    n_train: int | None = 2000,
+    n_cal: int | None = 2500,
+    n_test: int | None = 2500,
+    image_size: int = 224,
+    resize: int = 256,
+) -> Dataset:
+    """CUB-200-2011 (200 bird species; 5994 training and 5794 test images) from ``<data_dir>/CUB_200_2011/``,
+    the official archive's layout: ``images.txt`` (``<image id> <relative path>``), ``image_class_labels.txt``
+    (``<image id> <class id 1..200>``), ``train_test_split.txt`` (``<image id> <1 = train, 0 = test>``),
+    optional ``classes.txt`` (``<class id> <name>``) and ``images/<class folder>/<file>.jpg``.
+
+    The calibration split is carved from the official test split, as in Calibrate to Interpret
+    ("Birds": 2500 calibration images). Only the selected images are decoded (shorter side to
+    ``resize``, centre crop ``image_size``).
+
+    Args:
+        cal_fraction: share of the official test split reserved for calibration (default 0.5).
+        n_train, n_cal, n_test: caps (stratified subsamples); None uses the whole split.
+        image_size: side of the centre crop (default 224).
+        resize: shorter side before cropping (>= image_size; default 256).
+
+    Raises:
+        FileNotFoundError: missing metadata files (unless ``allow_download``: the official archive is
+            downloaded from data.caltech.edu).
+        ValueError: inconsistent metadata (ids without a label or split, class ids outside 1..K, missing images).
+    """
+    root = resolve_data_dir(data_dir)
+    folder = root / "CUB_200_2011"
+    expected = [folder / f for f in ("images.txt", "image_class_labels.txt", "train_test_split.txt")]
+    if not all(p.exists() for p in expected):
+        url = "https://data.caltech.edu/records/65de6-vbk51/files/CUB_200_2011.tgz"
+        if not allow_download:
+            raise _missing(
+                "cub200", root, expected,
+                f"Extract the official archive ({url}) into {root} so that {folder} holds images.txt, "
+                f"image_class_labels.txt, train_test_split.txt, classes.txt and images/, {_DOWNLOAD_HINT} (1.1 GB).",
+            )
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        root.mkdir(parents=True, exist_ok=True)
+        download_and_extract_archive(url, download_root=str(root), filename="CUB_200_2011.tgz")
+
+    def table(fname: str) -> dict[int, str]:
+        out = {}
+        for line in (folder / fname).read_text().splitlines():
+            if line.strip():
+                k, v = line.strip().split(" ", 1)
+                out[int(k)] = v.strip()
+        return out
+
+    paths, labels, split = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
+    ids = sorted(paths)
+    bad = [i for i in ids if i not in labels or i not in split]
+    if bad:
+        raise ValueError(f"CUB-200-2011: image id(s) {bad[:5]} of images.txt have no class label or train/test flag")
+    cls = np.asarray([int(labels[i]) for i in ids], dtype=np.int64)
+    classes_file = folder / "classes.txt"
+    names = table("classes.txt") if classes_file.exists() else {}
+    n_classes = max(len(names), int(cls.max()))
+    if cls.min() < 1 or cls.max() > n_classes:
+        raise ValueError(f"CUB-200-2011: class ids must lie in 1..{n_classes}, got {int(cls.min())}..{int(cls.max())}")
+    class_names = [names.get(k, f"class_{k}").split(".", 1)[-1].replace("_", " ") for k in range(1, n_classes + 1)]
+    files = [folder / "images" / paths[i] for i in ids]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) listed in {folder / 'images.txt'} are missing, e.g. {missing[0]}")
+    is_train = np.asarray([split[i].strip() == "1" for i in ids])
+    y = cls - 1
+    f_tr = [f for f, t in zip(files, is_train) if t]
+    f_te = [f for f, t in zip(files, is_train) if not t]
+    return _fgvc_dataset("cub200", f_tr, y[is_train], f_te, y[~is_train], class_names, seed=seed, cal_fraction=cal_fraction,
+                         n_train=n_train, n_cal=n_cal, n_test=n_test, image_size=image_size, resize=resize, source=str(folder))

@@ -43,6 +43,12 @@ __all__ = [
     "reused_modules",
     "torchvision_weights_path",
     "pretrained_normalization",
+    "ResNetCifar",
+    "VGGCifar",
+    "load_weights",
+    "checkpoint_for",
+    "load_or_train_classifier",
+    "dataset_model_pairs",
 ]
 
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -389,6 +395,117 @@ class ResNet18Cifar(nn.Module):
         return self.fc(self.dropout(self.flatten(self.pool(z))))
 
 
+class ResNetCifar(nn.Module):
+    """The CIFAR ResNet of He et al. (2016, Sec. 4.2): depth 6n + 2, three stages of n basic blocks.
+
+    3x3 stem with ``width`` channels, stages of ``width``, ``2 width``, ``4 width`` channels (16, 32, 64 in
+    the paper) at strides 1, 2, 2, global average pooling and a linear classifier. Depth 32 (n = 5) is
+    the ResNet-32 that Calibrate to Interpret explains on CIFAR-100. Shortcuts that change shape are
+    1x1 convolutions with BatchNorm (option B).
+
+    Args:
+        input_shape: (C, H, W), H, W >= 8.
+        n_classes: number of classes K.
+        depth: 6n + 2 (20, 32, 44, 56, 110, ...).
+        width: channels of the first stage.
+        normalization: optional per-channel (mean, std) for the :class:`Normalize` first layer.
+
+    ``cam_layer = "layer3"``.
+    """
+
+    def __init__(self, input_shape, n_classes, depth=32, width=16, normalization=None):
+        super().__init__()
+        c, h, w = (int(s) for s in input_shape)
+        depth = check_int(depth, "depth", low=8)
+        if (depth - 2) % 6:
+            raise ValueError(f"`depth` must be 6n + 2 (20, 32, 44, 56, ...), got {depth}")
+        width = check_int(width, "width", low=1)
+        n = (depth - 2) // 6
+        self.normalize = _make_normalize(normalization, (c, h, w))
+        self.conv1 = nn.Conv2d(c, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        c_in = width
+        for i, (mult, stride) in enumerate([(1, 1), (2, 2), (4, 2)], start=1):
+            c_out = width * mult
+            blocks = [_BasicBlock(c_in, c_out, stride)] + [_BasicBlock(c_out, c_out, 1) for _ in range(n - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
+            c_in = c_out
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c_in, n_classes)
+        self.cam_layer = "layer3"
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.relu(self.bn1(self.conv1(self.normalize(x))))
+        z = self.layer3(self.layer2(self.layer1(z)))
+        return self.fc(self.flatten(self.pool(z)))
+
+
+_VGG_CFG = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
+
+
+class VGGCifar(nn.Module):
+    """VGG (Simonyan & Zisserman 2015) for 32x32 inputs: the ImageNet convolution stack with BatchNorm and
+    a small classifier ``Linear(512, 512) -> ReLU -> Dropout -> Linear(512, 512) -> ReLU -> Dropout ->
+    Linear(512, K)`` on the 1x1 map (the common CIFAR adaptation, e.g. VGG16-BN of Calibrate to Interpret).
+
+    Args:
+        input_shape: (C, H, W) with H, W >= 32 (five 2x2 max-pools); larger inputs are average-pooled to 1x1.
+        n_classes: number of classes K.
+        depth: 11, 13, 16 or 19.
+        batch_norm: BatchNorm after every convolution.
+        dropout: dropout in the classifier, in [0, 1).
+        normalization: optional per-channel (mean, std) for the :class:`Normalize` first layer.
+
+    Layers are ``features.conv1 .. features.convN`` (with ``bnK``, ``reluK``, ``poolK``) and
+    ``classifier.fc1 .. fc3``; ``cam_layer`` is the last convolution.
+    """
+
+    def __init__(self, input_shape, n_classes, depth=16, batch_norm=True, dropout=0.5, normalization=None):
+        super().__init__()
+        c, h, w = (int(s) for s in input_shape)
+        if depth not in _VGG_CFG:
+            raise ValueError(f"`depth` must be one of {sorted(_VGG_CFG)}, got {depth!r}")
+        if min(h, w) < 32:
+            raise ValueError(f"`input_shape` {tuple(input_shape)} is too small for VGG (needs H, W >= 32)")
+        dropout = _check_dropout(dropout, "dropout")
+        self.normalize = _make_normalize(normalization, (c, h, w))
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        k = pools = 0
+        c_in = c
+        for v in _VGG_CFG[depth]:
+            if v == "M":
+                pools += 1
+                layers[f"pool{pools}"] = nn.MaxPool2d(2)
+                continue
+            k += 1
+            layers[f"conv{k}"] = nn.Conv2d(c_in, v, 3, padding=1, bias=not batch_norm)
+            if batch_norm:
+                layers[f"bn{k}"] = nn.BatchNorm2d(v)
+            layers[f"relu{k}"] = nn.ReLU()
+            c_in = v
+        self.features = nn.Sequential(layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Sequential(OrderedDict(
+            fc1=nn.Linear(512, 512), relu1=nn.ReLU(), drop1=nn.Dropout(dropout),
+            fc2=nn.Linear(512, 512), relu2=nn.ReLU(), drop2=nn.Dropout(dropout),
+            fc3=nn.Linear(512, n_classes)))
+        self.cam_layer = f"features.conv{k}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.pool(self.features(self.normalize(x)))))
+
+
 # --------------------------------------------------------------------------------------------
 # torchvision architectures
 # --------------------------------------------------------------------------------------------
@@ -474,6 +591,9 @@ def _build_torchvision(arch: str, input_shape, n_classes, *, pretrained=False, a
 
     c = int(input_shape[0])
     if pretrained:
+        if arch.startswith("vit_") and tuple(int(v) for v in input_shape[1:]) != (224, 224):
+            raise ValueError(f"pretrained tv:{arch} needs 224x224 inputs, got {tuple(input_shape)}; "
+                             "use image_size=224 or a randomly initialised ViT (pretrained=False)")
         path, url = torchvision_weights_path(arch)
         if os.path.isfile(path):
             try:
@@ -498,6 +618,10 @@ def _build_torchvision(arch: str, input_shape, n_classes, *, pretrained=False, a
         kw = {"num_classes": n_classes}
         if dropout is not None:
             kw["dropout"] = float(dropout)
+        if arch.startswith("vit_") and (int(input_shape[1]) != 224 or int(input_shape[2]) != 224):
+            if int(input_shape[1]) != int(input_shape[2]):
+                raise ValueError(f"tv:{arch} needs square inputs, got {tuple(input_shape)}")
+            kw["image_size"] = int(input_shape[1])  # randomly initialised ViT: position embeddings for this size
         try:
             model = torchvision.models.get_model(arch, weights=None, **kw)
         except TypeError as exc:
@@ -585,6 +709,8 @@ MODELS: dict[str, dict[str, Any]] = {
                        "doc": "Gorishniy et al. 2021 tabular ResNet (d, d_hidden, n_blocks, hidden_dropout, residual_dropout)"},
     "small_cnn": {"builder": SmallCNN, "kind": "image", "doc": "small VGG-style CNN for 8x8..32x32 (width, n_blocks, dropout)"},
     "resnet18_cifar": {"builder": ResNet18Cifar, "kind": "image", "doc": "ResNet-18, 3x3 stem, no max-pool (width, dropout)"},
+    "resnet_cifar": {"builder": ResNetCifar, "kind": "image", "doc": "He et al. CIFAR ResNet, depth 6n+2 (depth=32, width=16)"},
+    "vgg_cifar": {"builder": VGGCifar, "kind": "image", "doc": "VGG-BN for 32x32 with a 512-512-K classifier (depth=16, dropout)"},
 }
 """Registry of the built-in architectures; torchvision models are available as ``"tv:<arch>"``."""
 
@@ -613,7 +739,9 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kwargs:
             (default False) and ``dropout``; pretrained weights load only from the torch hub cache
             (``torchvision_weights_path``) unless ``allow_download=True``; the 1000-class head is
             replaced when ``n_classes != 1000`` and the ImageNet normalization is used unless one is
-            given.
+            given. Randomly initialised ``tv:vit_*`` models accept any square input size (their
+            position embeddings are built for it). ``checkpoint`` (a local file, any model) loads
+            weights after building: see :func:`load_weights`.
 
     Returns:
         An ``nn.Module`` in train mode mapping float32 (N, *input_shape) inputs in [0, 1] (or
@@ -623,7 +751,8 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kwargs:
     Raises:
         ValueError: unknown ``name`` (the message lists valid names), bad ``input_shape`` /
             ``n_classes``, unknown keyword, or pretrained weights that are neither cached nor allowed
-            to download.
+            to download; a ``checkpoint`` whose tensors do not fit the architecture.
+        FileNotFoundError: ``checkpoint`` names a file that does not exist.
     """
     if not isinstance(name, str):
         raise TypeError(f"`name` must be a string, got {type(name).__name__}")
@@ -637,6 +766,9 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kwargs:
     n_classes = check_int(n_classes, "n_classes", low=1)
     kwargs = dict(kwargs)
     seed = kwargs.pop("seed", None)
+    checkpoint = kwargs.pop("checkpoint", None)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"`checkpoint` must be a file path, got {type(checkpoint).__name__}")
 
     if name.startswith("tv:"):
         arch = name[3:]
@@ -671,6 +803,9 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int, **kwargs:
             model = builder()
     else:
         model = builder()
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+        kwargs["checkpoint"] = str(checkpoint)
     model.input_shape = input_shape
     model.n_classes = n_classes
     if not hasattr(model, "cam_layer"):
@@ -744,3 +879,233 @@ def reused_modules(model: nn.Module, example_input: torch.Tensor, types: tuple[t
         if len(ns) > 1 or counts.get(k, 0) > 1:
             bad.update(ns)
     return sorted(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# local checkpoints and "pretrained if available, else train" for the paper profiles
+# --------------------------------------------------------------------------------------------
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a local weights file into a model built by :func:`build_model` (in place).
+
+    Accepted files: a ``torch.save`` of a state dict; a dict holding one under ``"state_dict"`` or
+    ``"model"`` (common training-script layouts, also xcal's cache payloads); an xcal checkpoint
+    written by :func:`~xcal_core.models.cache.save_checkpoint`. A ``"module."`` prefix (DataParallel)
+    is stripped. For torchvision models the keys may be those of the bare torchvision network
+    (``conv1.weight``, as hub checkpoints have them) or of the xcal wrapper (``net.conv1.weight``).
+    Files are read with ``weights_only=True``: nothing in them is executed.
+
+    Args:
+        model: the target model (architecture and class count must match the file).
+        path: the weights file.
+
+    Returns:
+        ``model``, with the loaded weights.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names it).
+        ValueError: the file holds no state dict, or its tensors do not fit the model (missing /
+            unexpected keys or shape mismatches, listed).
+    """
+    from pathlib import Path
+
+    from .cache import CorruptCheckpointError, load_checkpoint
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"`checkpoint` file {str(p)!r} does not exist; place the model's weights there "
+                                "(a torch.save of its state_dict) or remove it from CHECKPOINTS")
+    try:
+        obj = load_checkpoint(p)
+    except CorruptCheckpointError:
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"`checkpoint` file {str(p)!r} could not be read as a torch state dict ({exc})") from exc
+    state = obj
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"`checkpoint` file {str(p)!r} holds no state dict of tensors")
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+    target = model
+    own = model.state_dict()
+    if isinstance(model, _TorchvisionWrapper) and not any(k.startswith("net.") for k in state):
+        target = model.net
+        own = model.net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"`checkpoint` file {str(p)!r} does not fit the model: "
+            + "; ".join(part for part in (
+                f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}" if missing else "",
+                f"unexpected keys {unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}" if unexpected else "",
+                f"shape mismatches {shapes[:4]}" if shapes else "") if part))
+    target.load_state_dict(state)
+    return model
+
+
+def checkpoint_for(checkpoints: Sequence[str], model_name: str, dataset_name: str | None = None,
+                   data_dir: str | os.PathLike | None = None) -> str | None:
+    """The local weights file for a model from a notebook's ``CHECKPOINTS`` list.
+
+    Entries are ``"<model>=<file>"`` or ``"<dataset>/<model>=<file>"`` (the dataset-qualified entry
+    wins), e.g. ``"tv:resnet50=weights/resnet50_food101.pth"`` or ``"cifar100/vgg_cifar=vgg16_bn.pt"``.
+    Relative file names are resolved against ``data_dir``.
+
+    Args:
+        checkpoints: the entries (may be empty).
+        model_name: a :func:`build_model` name.
+        dataset_name: the dataset the model is used on (for qualified entries).
+        data_dir: base folder of relative file names (None: the current directory).
+
+    Returns:
+        The file path as a string, or None when no entry names this model.
+
+    Raises:
+        ValueError: an entry without ``=`` or with an empty side (the message names ``CHECKPOINTS``).
+    """
+    from pathlib import Path
+
+    if isinstance(checkpoints, str) or not isinstance(checkpoints, (list, tuple)):
+        raise TypeError(f"`CHECKPOINTS` must be a list of '<model>=<file>' strings, got {type(checkpoints).__name__}")
+    table: dict[str, str] = {}
+    for entry in checkpoints:
+        if not isinstance(entry, str) or "=" not in entry:
+            raise ValueError(f"`CHECKPOINTS` entry {entry!r} must look like '<model>=<file>' or '<dataset>/<model>=<file>'")
+        key, _, file = entry.partition("=")
+        key, file = key.strip(), file.strip()
+        if not key or not file:
+            raise ValueError(f"`CHECKPOINTS` entry {entry!r} has an empty model name or file")
+        table[key] = file
+    file = table.get(f"{dataset_name}/{model_name}") if dataset_name else None
+    file = file if file is not None else table.get(model_name)
+    if file is None:
+        return None
+    p = Path(file).expanduser()
+    if not p.is_absolute() and data_dir is not None and str(data_dir):
+        p = Path(data_dir).expanduser() / p
+    return str(p)
+
+
+def load_or_train_classifier(
+    model_name: str,
+    dataset: Any,
+    *,
+    epochs: int,
+    pretrained: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    allow_download: bool = False,
+    standin_epochs: int = 2,
+    **train_kwargs: Any,
+) -> tuple[nn.Module, str]:
+    """The classifier a paper-profile notebook explains: local checkpoint, pretrained weights, or trained here.
+
+    Decision, in order:
+
+    1. ``checkpoint`` given: build the architecture, load the file (:func:`load_weights`; a missing
+       file raises ``FileNotFoundError`` naming it), then train ``epochs`` more (usually 0).
+    2. ``pretrained`` (torchvision ``tv:`` models): torchvision's ImageNet weights from the torch hub
+       cache (downloaded only with ``allow_download``); on real data a missing file raises the
+       ``ValueError`` that says where to put it.
+    3. On a synthetic stand-in (``dataset.info.extra["standin"]``) without a checkpoint: start from the
+       pretrained weights when they are cached, else from a random initialisation, and train
+       ``max(epochs, standin_epochs)`` epochs, so that the paper-scale code runs on a model that has
+       learnt something about the stand-in.
+    4. Otherwise: train ``epochs`` epochs from a random initialisation.
+
+    Training goes through :func:`~xcal_core.models.train_classifier` (seeded, cached under
+    ``train_kwargs["cache_dir"]``).
+
+    Args:
+        model_name: a :func:`build_model` name.
+        dataset: an ``xcal_core.data.Dataset``.
+        epochs: training epochs (0: use the weights as they are).
+        pretrained: use torchvision's pretrained weights (``tv:`` models only).
+        checkpoint: a local weights file (see :func:`checkpoint_for`), or None.
+        allow_download: let torchvision download pretrained weights.
+        standin_epochs: minimum training epochs on a stand-in dataset (>= 1).
+        **train_kwargs: passed to ``train_classifier`` (``seed``, ``device``, ``cache_dir``, ``lr``,
+            ``batch_size``, ``model_kwargs``, ...).
+
+    Returns:
+        ``(model, note)``: the model in eval mode on the training device, and one line saying where
+        its weights come from (notebooks print it).
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        ValueError: pretrained weights requested for a non-torchvision model, or missing on real data.
+    """
+    from .training import train_classifier
+
+    epochs = check_int(epochs, "epochs", low=0)
+    standin_epochs = check_int(standin_epochs, "standin_epochs", low=1)
+    if pretrained and not model_name.startswith("tv:"):
+        raise ValueError(f"`pretrained=True` needs a torchvision model ('tv:<arch>'), got {model_name!r}; "
+                         "give its weights as a local checkpoint instead")
+    standin = bool(getattr(getattr(dataset, "info", None), "extra", {}).get("standin", False))
+    mk = dict(train_kwargs.pop("model_kwargs", None) or {})
+    train_kwargs.setdefault("progress", False)
+    if checkpoint is not None:
+        if not os.path.isfile(os.path.expanduser(str(checkpoint))):
+            raise FileNotFoundError(f"checkpoint for {model_name!r} not found: {str(checkpoint)!r}; put the weights file "
+                                    "there or remove the model's CHECKPOINTS entry")
+        mk["checkpoint"] = str(checkpoint)
+        res = train_classifier(model_name, dataset, epochs=epochs, model_kwargs=mk, **train_kwargs)
+        note = f"{model_name}: weights from the local checkpoint {checkpoint}" + (f", then {epochs} epochs of training" if epochs else "")
+        return res.model, note
+    if standin:
+        have = False
+        if pretrained:
+            path, _ = torchvision_weights_path(model_name[3:])
+            have = os.path.isfile(path) or allow_download
+        if have:
+            mk.update(pretrained=True, allow_download=allow_download)
+        n_ep = max(epochs, standin_epochs)
+        res = train_classifier(model_name, dataset, epochs=n_ep, model_kwargs=mk or None, **train_kwargs)
+        start = "pretrained ImageNet weights" if have else "a random initialisation"
+        return res.model, (f"{model_name}: STAND-IN run, trained {n_ep} epoch(s) on {dataset.info.name} from {start}"
+                           + ("" if have or not pretrained else " (pretrained weights absent)"))
+    if pretrained:
+        mk.update(pretrained=True, allow_download=allow_download)
+        res = train_classifier(model_name, dataset, epochs=epochs, model_kwargs=mk, **train_kwargs)
+        return res.model, f"{model_name}: torchvision pretrained weights" + (f", fine-tuned {epochs} epochs" if epochs else "")
+    res = train_classifier(model_name, dataset, epochs=epochs, model_kwargs=mk or None, **train_kwargs)
+    return res.model, f"{model_name}: trained {epochs} epoch(s) on {dataset.info.name} from a random initialisation"
+
+
+def dataset_model_pairs(datasets: Sequence[str], models: Sequence[str]) -> list[tuple[str, str, str]]:
+    """Pair a notebook's ``DATASETS`` with its ``MODELS`` and name each pair.
+
+    Args:
+        datasets: dataset names, e.g. ``["cifar100", "cifar100", "food101"]``.
+        models: one model name for all datasets, or one per dataset.
+
+    Returns:
+        ``[(key, dataset, model), ...]`` in order. ``key`` is the dataset name when every dataset
+        appears once, else ``"<dataset>-<model>"``, with every character other than letters, digits,
+        ``_``, ``.`` and ``-`` replaced by ``_`` (e.g. ``"cifar100-vgg_cifar"``, ``"food101-tv_resnet50"``,
+        ``"standin_cub200"``); keys label results, figure files and claim ids.
+
+    Raises:
+        ValueError: empty lists, a length mismatch, or a repeated (dataset, model) pair.
+    """
+    datasets, models = list(datasets), list(models)
+    if not datasets or not models:
+        raise ValueError("`DATASETS` and `MODELS` must not be empty")
+    if len(models) == 1:
+        models = models * len(datasets)
+    if len(models) != len(datasets):
+        raise ValueError(f"`MODELS` must hold one model for all datasets or one per dataset; got {len(models)} models "
+                         f"for {len(datasets)} datasets")
+    pairs = list(zip(datasets, models))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"(dataset, model) pairs must be distinct, got {pairs}")
+    import re
+
+    unique = len(set(datasets)) == len(datasets)
+    return [(re.sub(r"[^A-Za-z0-9_.-]", "_", d if unique else f"{d}-{m}"), d, m) for d, m in pairs]
