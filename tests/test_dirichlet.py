@@ -206,3 +206,22 @@ def test_ece_kde_binned_convolution_matches_direct_kernel_sum():
     dens, dens_c = kk.sum(0), (kk * w[:, None]).sum(0)
     direct = np.sum(np.abs(dens_c / np.maximum(dens, 1e-12) - grid) * dens) / dens.sum()
     assert abs(ece_kde(p, y, bandwidth=h, n_grid=512) - direct) < 1e-4
+
+
+def test_calibrate_logits_half_input_float32_map_and_device_copy_refreshed_on_refit():
+    z, y, *_ = _planted(n=2000, k=4)
+    dc = DirichletCalibration(reg=0.01).fit(z, y)
+    z32 = z[:50].float()
+    out32 = dc.calibrate_logits(z32)
+    out16 = dc.calibrate_logits(z32.half())
+    # half-precision logits (an autocast forward pass) are mapped in float32, not rounded again
+    assert out16.dtype == torch.float32 and out32.dtype == torch.float32
+    assert torch.allclose(out16, dc.calibrate_logits(z32.half().float()), atol=1e-6)
+    assert torch.allclose(out32, dc.transform(z32), atol=1e-6)
+    assert dc.calibrate_logits(z[:5].double()).dtype == torch.float64
+    # the cached device copy of W, b follows a refit
+    before = dc.calibrate_logits(z32)
+    dc.fit(z[:500], torch.roll(y[:500], 1))
+    after = dc.calibrate_logits(z32)
+    ref = torch.log_softmax(z32, 1).clamp_min(float(np.log(dc.eps))) @ dc.W_.float().T + dc.b_.float()
+    assert not torch.allclose(before, after) and torch.allclose(after, ref, atol=1e-5)

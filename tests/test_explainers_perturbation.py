@@ -266,3 +266,46 @@ def test_bad_input():
         lime(model, torch.full((1, 4), float("nan")), 0)
     with pytest.raises(RuntimeError, match="without perturbation levels"):
         LevelAwareModel(model, torch.ones(3))(x)
+
+
+def test_level_aware_model_published_levels_use_the_same_bins_as_explicit_levels():
+    # the explainers' published levels skip validation (no device sync); the bins must be level_to_bin's,
+    # bin edges included (7/10 in float32 is 0.69999999 and belongs to bin 7)
+    from xcal_core.perturbations import level_to_bin
+
+    model = _mlp(d=4, k=3)
+    temps = torch.linspace(0.5, 5.0, 10)
+    wrapped = LevelAwareModel(model, temps)
+    lv = torch.tensor([0.0, 0.1, 0.3, 0.7, 0.69, 0.9, 0.95, 1.0], dtype=torch.float32)
+    lv[3] = torch.tensor(7, dtype=torch.float32) / 10
+    x = torch.randn(len(lv), 4, generator=_gen(3))
+    from xcal_core.explainers import coalition_levels
+
+    with torch.no_grad(), coalition_levels(lv):
+        published = wrapped(x)
+    with torch.no_grad():
+        explicit = wrapped(x, levels=lv)
+        expected = model(x) / temps[level_to_bin(lv, 10)][:, None]
+    assert torch.equal(published, explicit) and torch.allclose(published, expected)
+    assert level_to_bin(lv, 10)[3] == 7
+    with pytest.raises(ValueError, match=r"`levels` must be in \[0, 1\]"):
+        wrapped(x, levels=lv + 1.0)
+
+
+def test_amp_is_a_no_op_on_the_cpu_and_is_validated():
+    from xcal_core.explainers import explain, forward_autocast
+
+    model = _mlp()
+    x = torch.randn(3, 8, generator=_gen(1))
+    for name in ("kernel_shap", "feature_ablation", "shapley_sampling"):
+        a = explain(model, x, 0, name, score="probability", generator=_gen(2), n_samples=8) if name != "feature_ablation" else \
+            explain(model, x, 0, name, score="probability")
+        b = explain(model, x, 0, name, score="probability", generator=_gen(2), n_samples=8, amp=True) if name != "feature_ablation" else \
+            explain(model, x, 0, name, score="probability", amp=True)
+        assert torch.equal(a, b), name
+    with forward_autocast("cpu", True):
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(TypeError, match=r"`amp` must be a bool"):
+        explain(model, x, 0, "kernel_shap", n_samples=8, amp="yes")
+    with pytest.raises(ValueError, match=r"`dtype` must be torch.float16 or torch.bfloat16"):
+        forward_autocast("cpu", True, torch.float32)

@@ -141,3 +141,14 @@ def test_bad_input(toy):
         meaningful_perturbation(model, x, torch.zeros(4, dtype=torch.long), lr=0.0)
     with pytest.raises(ValueError, match="needs image inputs"):
         meaningful_perturbation(model, torch.rand(3, 5), torch.zeros(3, dtype=torch.long))
+
+
+def test_amp_is_a_no_op_on_the_cpu_and_is_validated(toy):
+    model, x, _ = toy
+    t = torch.zeros(len(x), dtype=torch.long)
+    for method, kw in (("rise", {"n_masks": 40, "grid_size": 4}), ("meaningful_perturbation", {"n_steps": 5, "mask_size": 4})):
+        a = explain(model, x, t, method, score="probability", generator=torch.Generator().manual_seed(0), **kw)
+        b = explain(model, x, t, method, score="probability", generator=torch.Generator().manual_seed(0), amp=True, **kw)
+        assert torch.equal(a, b), method
+        with pytest.raises(TypeError, match=r"`amp` must be a bool"):
+            explain(model, x, t, method, score="probability", amp=1, **kw)

@@ -258,3 +258,22 @@ def test_saliency_report_and_lipschitz_report(toy):
         saliency_report(models, x, {"bad": {"steps": 3}})
     with pytest.raises(ValueError, match="unknown `reference`"):
         saliency_report(models, x, methods, reference="dirichlet")
+
+
+def test_a_method_spec_may_set_its_own_batch_size(toy):
+    from xcal_core.metrics.saliency import _explain_spec
+
+    model, x, _ = toy
+    sizes = []
+    hook = model.register_forward_hook(lambda m, inp, out: sizes.append(inp[0].shape[0]))
+    try:
+        spec = {"method": "meaningful_perturbation", "n_steps": 2, "mask_size": 4, "blur_kernel": 3}
+        t = torch.zeros(len(x), dtype=torch.long)
+        a = _explain_spec(model, x, t, spec, "probability", 0, 64)
+        assert max(sizes) == len(x)  # the report's batch size: all six images optimized together
+        sizes.clear()
+        b = _explain_spec(model, x, t, {**spec, "batch_size": 2}, "probability", 0, 64)
+        assert max(sizes) == 2  # the spec's own chunk size wins (MP back-propagates through its chunk)
+        assert torch.allclose(a, b, atol=1e-5)  # and the maps do not depend on it
+    finally:
+        hook.remove()

@@ -167,3 +167,35 @@ def test_remove_and_retrain_fills_removed_columns():
     out = remove_and_retrain(ds, [0, 1, 2], [1, 2], model_name="mlp", seeds=(0,), epochs=2)
     assert out.k.tolist() == [0, 1, 2] and out.removed.tolist() == [(), (0,), (0, 1)]
     assert (out.test_loss > 0).all()
+
+
+class _GradProbe(torch.nn.Module):
+    """Logistic model with a trainable weight that records, per forward pass, the batch size and
+    whether autograd was recording."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.lin = torch.nn.Linear(d, 2)
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((x.shape[0], torch.is_grad_enabled()))
+        return self.lin(x)
+
+
+def test_evaluate_under_perturbation_runs_chunked_without_autograd():
+    from xcal_core.calibration import evaluate_under_perturbation
+
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    x, y = torch.randn(120, 4, generator=g), torch.randint(0, 2, (120,), generator=g)
+    model = _GradProbe(4).eval()
+    res = evaluate_under_perturbation(model, x[:60], y[:60], x[60:], y[60:], tabular_feature_mask(4), baseline="zero",
+                                      levels=[0.0, 0.5], n_bins=2, n_per_bin=3, n_per_level=2, bandwidth=0.1,
+                                      generator=torch.Generator().manual_seed(1), batch_size=16)
+    # every forward pass (clean fit logits included) is chunked and keeps no autograd graph: on a GPU a
+    # graph kept across the chunks holds every chunk's activations
+    assert model.calls and all(bs <= 16 for bs, _ in model.calls)
+    assert not any(grad for _, grad in model.calls)
+    assert not res["logits"].requires_grad and not res["fit_logits"].requires_grad
+    assert len(res["logits"]) == 60 * 2 * 2

@@ -205,12 +205,19 @@ class DirichletCalibration:
             logits: (N, K) float tensor of raw scores (any device; gradients flow through).
 
         Returns:
-            (N, K) calibrated logits in the dtype and on the device of ``logits``.
+            (N, K) calibrated logits on the device of ``logits``, in its dtype (float32 for half-precision
+            logits: the map is computed outside any autocast region, in float32 at least).
         """
         self._check_fitted()
-        w = self.W_.to(device=logits.device, dtype=logits.dtype)
-        b = self.b_.to(device=logits.device, dtype=logits.dtype)
-        return self._log_probs(logits) @ w.T + b
+        dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+        key = (logits.device, dtype, self.W_.data_ptr(), self.b_.data_ptr())
+        cache = getattr(self, "_device_params", None)
+        if cache is None or cache[0] != key:  # copy W, b to the device once, not in every forward pass
+            cache = self._device_params = (key, self.W_.to(device=logits.device, dtype=dtype),
+                                           self.b_.to(device=logits.device, dtype=dtype))
+        _, w, b = cache
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self._log_probs(logits.to(dtype)) @ w.T + b
 
     def transform(self, logits: Any) -> torch.Tensor:
         """Calibrated logits ``W log_softmax(logits) + b``, (N, K), same device and dtype as the input.

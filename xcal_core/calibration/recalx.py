@@ -196,21 +196,28 @@ def level_metrics(
 
     Returns:
         DataFrame with columns ``level, n, ce_kl, ece, nll, brier`` (+ ``argmax_agreement``).
+
+    The metrics are computed on the device of ``probs`` (``ce_kl``'s O(M^2 K) kernel sums run on the GPU
+    when the probabilities are there).
     """
     import pandas as pd
 
     from ..metrics.calibration import brier, ce_kl, ece, nll
 
+    dev = probs.device
     rows = []
-    lv = levels.detach().cpu()
+    lv = levels.detach().to(dev)
+    labels = labels.detach().to(dev)
+    groups = None if groups is None else groups.to(dev)
+    reference_pred = None if reference_pred is None else reference_pred.to(dev)
     for level in torch.unique(lv).tolist():
         sel = (lv == level).nonzero().flatten()
-        p, y = probs[sel].detach().cpu(), labels[sel].detach().cpu()
-        grp = None if groups is None else groups[sel].cpu()
+        p, y = probs[sel].detach(), labels[sel]
+        grp = None if groups is None else groups[sel]
         row = {"level": round(float(level), 6), "n": len(sel), "ce_kl": ce_kl(p, y, bandwidth, groups=grp),
                "ece": ece(p, y, n_bins_ece), "nll": nll(p, y), "brier": brier(p, y)}
         if reference_pred is not None:
-            row["argmax_agreement"] = float((p.argmax(1) == reference_pred[sel].cpu()).double().mean())
+            row["argmax_agreement"] = float((p.argmax(1) == reference_pred[sel]).double().mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -254,7 +261,9 @@ def evaluate_under_perturbation(
         n_per_bin, n_per_level: coalitions per input for fitting / evaluation.
         bandwidth: ``ce_kl`` bandwidth, or None to select it.
         generator: torch generator for all coalitions.
-        batch_size: forward-pass chunk size.
+        batch_size: forward-pass chunk size (inputs per forward pass). Every forward pass runs without
+            autograd and in float32 (on CUDA, cuDNN's TF32 convolutions): the temperatures and CE_KL
+            are computed from these logits, so they are not rounded to half precision.
 
     Returns:
         dict with ``table`` (DataFrame: method, level, n, ce_kl, ece, nll, brier, argmax_agreement),
@@ -266,6 +275,7 @@ def evaluate_under_perturbation(
     import pandas as pd
 
     from ..metrics.calibration import select_bandwidth
+    from ..models.training import predict_logits
     from ..perturbations.baselines import make_baseline
     from ..perturbations.masks import perturbed_logits
     from .temperature import TemperatureScaling
@@ -277,18 +287,19 @@ def evaluate_under_perturbation(
         return make_baseline(x, baseline, train_mean=train_mean, sigma=blur_sigma) if baseline != "zero" else torch.zeros_like(x)
 
     fx, ex = fit_x.to(dev), eval_x.to(dev)
-    with torch.no_grad():
-        clean_fit = model(fx).detach().cpu()
+    clean_fit = predict_logits(model, fx, batch_size=batch_size).cpu()
     ts = TemperatureScaling().fit(clean_fit, fit_y)
-    f_logits, f_idx, f_lv = perturbed_logits(model, fx, feature_mask, base_for(fx), n_per_bin=n_per_bin, n_bins=n_bins,
-                                             generator=generator, batch_size=batch_size)
+    with torch.no_grad():  # no autograd graph is kept across the chunks of perturbed forward passes
+        f_logits, f_idx, f_lv = perturbed_logits(model, fx, feature_mask, base_for(fx), n_per_bin=n_per_bin, n_bins=n_bins,
+                                                 generator=generator, batch_size=batch_size)
     f_logits, f_y = f_logits.detach().cpu(), fit_y.cpu()[f_idx.cpu()]
     rc = ReCalX(n_bins=n_bins).fit(f_logits, f_y, f_lv.cpu())
-    e_logits, e_idx, e_lv = perturbed_logits(model, ex, feature_mask, base_for(ex), levels=levels, n_per_level=n_per_level,
-                                             generator=generator, batch_size=batch_size)
-    e_logits, e_lv, e_y = e_logits.detach().cpu(), e_lv.cpu(), eval_y.cpu()[e_idx.cpu()]
+    with torch.no_grad():
+        e_logits, e_idx, e_lv = perturbed_logits(model, ex, feature_mask, base_for(ex), levels=levels, n_per_level=n_per_level,
+                                                 generator=generator, batch_size=batch_size)
+    # the metrics run where the logits are (the model's device): ce_kl's O(M^2 K) kernel is the costly part
+    e_logits, e_y = e_logits.detach().float(), eval_y.to(e_idx.device)[e_idx]
     pred = e_logits.argmax(1)
-    e_idx = e_idx.cpu()
     if bandwidth is None:
         clean = e_lv == 0
         sel = clean if clean.any() else torch.ones_like(clean)
@@ -301,7 +312,8 @@ def evaluate_under_perturbation(
         df.insert(0, "method", method)
         frames.append(df)
     return {"table": pd.concat(frames, ignore_index=True), "ts": ts, "recalx": rc, "bandwidth": float(bandwidth),
-            "logits": e_logits, "labels": e_y, "levels": e_lv, "index": e_idx, "fit_logits": f_logits, "fit_labels": f_y, "fit_levels": f_lv.cpu(), "fit_index": f_idx.cpu()}
+            "logits": e_logits.cpu(), "labels": e_y.cpu(), "levels": e_lv.cpu(), "index": e_idx.cpu(), "fit_logits": f_logits,
+            "fit_labels": f_y, "fit_levels": f_lv.cpu(), "fit_index": f_idx.cpu()}
 
 
 def summarize_levels(table: "pd.DataFrame", metric: str = "ce_kl", by: Sequence[str] = ("method",)) -> "pd.DataFrame":

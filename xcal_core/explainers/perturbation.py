@@ -29,6 +29,7 @@ FeatureAblation, cross-checked in ``tests/test_explainers_perturbation.py``):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,11 +39,12 @@ import torch
 
 from .._validation import check_int, check_positive, check_tensor, model_device
 from ..perturbations.baselines import BASELINES, make_baseline
-from ..perturbations.masks import _broadcastable, level_to_bin, perturbation_level
+from ..perturbations.masks import _LEVEL_EPS, _broadcastable, level_to_bin, perturbation_level
 from ._registry import register
 
 __all__ = [
     "LevelAwareModel",
+    "forward_autocast",
     "coalition_levels",
     "current_levels",
     "evaluate_coalitions",
@@ -56,6 +58,35 @@ __all__ = [
 
 DEFAULT_BATCH_SIZE = 256
 _LEVELS: ContextVar[torch.Tensor | None] = ContextVar("xcal_coalition_levels", default=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# mixed precision of the forward passes
+# ----------------------------------------------------------------------------------------------
+
+def forward_autocast(device: torch.device | str, amp: bool, dtype: torch.dtype = torch.float16):
+    """Context for the model's forward passes: ``torch.autocast`` on CUDA when ``amp``, else nothing.
+
+    Mixed precision only runs on CUDA devices (on the CPU it would be slower, and the result would
+    change); callers cast the scores they keep to float32. ``float16`` (default) keeps 11 bits of the
+    logits' mantissa, enough for scores that are averaged (RISE) or compared; ``bfloat16`` has float32's
+    range, which gradients of a loss (Meaningful Perturbation's mask) need without a loss scale.
+
+    Args:
+        device: the device the model runs on.
+        amp: turn mixed precision on (ignored unless ``device`` is CUDA).
+        dtype: ``torch.float16`` or ``torch.bfloat16``.
+
+    Returns:
+        A context manager.
+    """
+    if not isinstance(amp, bool):
+        raise TypeError(f"`amp` must be a bool, got {type(amp).__name__}")
+    if dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"`dtype` must be torch.float16 or torch.bfloat16, got {dtype}")
+    if amp and torch.device(device).type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,6 +147,7 @@ class LevelAwareModel(torch.nn.Module):
         z = self.model(x)
         if self.n_bins == 1:
             return z / self.temperatures[0]
+        published = levels is None
         lv = levels if levels is not None else current_levels()
         if lv is None:
             if self.default_level is None:
@@ -128,7 +160,11 @@ class LevelAwareModel(torch.nn.Module):
         lv = torch.as_tensor(lv, device=z.device)
         if lv.shape != (z.shape[0],):
             raise ValueError(f"`levels` must have shape ({z.shape[0]},) to match the batch, got {tuple(lv.shape)}")
-        t = self.temperatures[level_to_bin(lv, self.n_bins).to(z.device)]
+        if published:  # computed from the coalitions by the explainer: valid, and checking them would sync the device
+            bins = torch.floor(lv.double() * self.n_bins + _LEVEL_EPS).long().clamp_(0, self.n_bins - 1)
+        else:
+            bins = level_to_bin(lv, self.n_bins)
+        t = self.temperatures[bins.to(z.device)]
         return z / t.to(z.dtype)[:, None]
 
 
@@ -212,6 +248,7 @@ def evaluate_coalitions(
     keep: torch.Tensor,
     target: torch.Tensor,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Target scores of every coalition of every sample, in chunked forward passes.
 
@@ -223,9 +260,10 @@ def evaluate_coalitions(
         keep: (N, M, d) bool coalitions (True = kept).
         target: (N,) int64 class whose score is returned.
         batch_size: maximum inputs per forward pass.
+        amp: float16 autocast of the forward passes on CUDA (see :func:`forward_autocast`).
 
     Returns:
-        (N, M) float scores ``model(where(kept, x, baseline))[target]``.
+        (N, M) float32 scores ``model(where(kept, x, baseline))[target]``.
     """
     n, m, d = keep.shape
     flat_keep = keep.reshape(n * m, d)
@@ -238,7 +276,7 @@ def evaluate_coalitions(
         idx = torch.arange(start, stop, device=x.device) // m
         kept = torch.gather(flat_keep[start:stop], 1, fm_flat[idx]).reshape(stop - start, *s_f)
         batch = torch.where(kept, x[idx], baseline[idx])
-        with coalition_levels(levels[start:stop]):
+        with coalition_levels(levels[start:stop]), forward_autocast(x.device, amp):
             scores = model(batch)
         if scores.ndim != 2:
             raise ValueError(f"the model must return (B, K) scores, got shape {tuple(scores.shape)}")
@@ -246,7 +284,7 @@ def evaluate_coalitions(
     return out.reshape(n, m)
 
 
-def _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator) -> torch.Tensor:
+def _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator, amp=False) -> torch.Tensor:
     """Prepare inputs, group samples by their number of features, run ``estimator`` per group and
     spread the per-feature attributions over the input elements."""
     if not isinstance(model, torch.nn.Module):
@@ -257,6 +295,8 @@ def _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mea
         raise ValueError(f"`x` must be batched (N, ...), got shape {tuple(xs.shape)}")
     n = xs.shape[0]
     bs = DEFAULT_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", low=1)
+    if not isinstance(amp, bool):
+        raise TypeError(f"`amp` must be a bool, got {type(amp).__name__}")
     tgt = _targets(target, n, dev)
     base = _baseline(xs, baseline, blur_sigma, train_mean)
     fms = _feature_masks(feature_mask, xs)
@@ -264,7 +304,7 @@ def _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mea
     attr = torch.zeros_like(xs)
     for d in torch.unique(ds).tolist():
         sel = torch.nonzero(ds == d).flatten()
-        phi = estimator(lambda keep, s=sel: evaluate_coalitions(model, xs[s], base[s], fms[s], keep, tgt[s], bs), len(sel), int(d))
+        phi = estimator(lambda keep, s=sel: evaluate_coalitions(model, xs[s], base[s], fms[s], keep, tgt[s], bs, amp), len(sel), int(d))
         spread = torch.gather(phi.to(xs.dtype), 1, fms[sel].reshape(len(sel), -1)).reshape(len(sel), *fms.shape[1:])
         attr[sel] = torch.broadcast_to(spread, (len(sel), *xs.shape[1:]))
     return attr
@@ -313,6 +353,8 @@ _COMMON_ARGS = """
         batch_size: maximum perturbed inputs per forward pass (None = 256).
         generator: torch generator for the random coalitions (CPU).
         score: ignored (kept for the registry's signature; the model already returns the score).
+        amp: float16 autocast of the forward passes on CUDA (default False: with hundreds of features
+            the differences between coalition scores are close to float16's resolution of the logits).
 """
 
 
@@ -329,6 +371,7 @@ def feature_ablation(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     score: str | None = None,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Feature ablation: phi_i = v(all features) - v(all but feature i replaced by the baseline).
 
@@ -347,7 +390,7 @@ def feature_ablation(
         v = evaluate(keep.unsqueeze(0).expand(n, d + 1, d).to(model_device(model)))
         return v[:, :1] - v[:, 1:]
 
-    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator)
+    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator, amp)
 
 
 @register("shapley_sampling", stochastic=True)
@@ -365,6 +408,7 @@ def shapley_sampling(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     score: str | None = None,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Shapley values by permutation sampling, with antithetic (reversed) permutation pairs.
 
@@ -406,7 +450,7 @@ def shapley_sampling(
         phi.scatter_add_(1, perms.to(dev).reshape(n, -1), delta.reshape(n, -1))
         return phi / p
 
-    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator)
+    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator, amp)
 
 
 @register("shapley_exact")
@@ -423,6 +467,7 @@ def shapley_exact(
     generator: torch.Generator | None = None,
     score: str | None = None,
     max_features: int = 16,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Exact Shapley values from all 2^d coalitions (d <= ``max_features``).
 
@@ -457,7 +502,7 @@ def shapley_exact(
             phi[:, i] = ((v[:, without | bits[i]] - v[:, without]) * w).sum(1)
         return phi.float()
 
-    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator)
+    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator, amp)
 
 
 @register("kernel_shap", stochastic=True)
@@ -474,6 +519,7 @@ def kernel_shap(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     score: str | None = None,
+    amp: bool = False,
 ) -> torch.Tensor:
     """Kernel SHAP: weighted linear regression on coalitions drawn from the Shapley kernel.
 
@@ -513,7 +559,7 @@ def kernel_shap(
         w[:, :2] = 1e6
         return _weighted_regression(keep.double(), v, w, 0.0).float()
 
-    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator)
+    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator, amp)
 
 
 @register("lime", stochastic=True)
@@ -532,6 +578,7 @@ def lime(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     score: str | None = None,
+    amp: bool = False,
 ) -> torch.Tensor:
     """LIME: a locally weighted linear surrogate on random coalitions.
 
@@ -563,7 +610,7 @@ def lime(
         w = lime_cosine_kernel(keep, kernel_width)
         return _weighted_regression(keep.double(), v, w, alpha).float()
 
-    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator)
+    return _run_grouped(model, x, target, feature_mask, baseline, blur_sigma, train_mean, batch_size, estimator, amp)
 
 
 def lime_cosine_kernel(keep: torch.Tensor, kernel_width: float) -> torch.Tensor:

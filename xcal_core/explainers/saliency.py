@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .._validation import check_choice, check_fraction, check_int, check_positive, check_tensor
 from ._registry import register
 from .core import DEFAULT_BATCH_SIZE, _make_generator
+from .perturbation import forward_autocast
 
 __all__ = ["blur_fixed_kernel", "rise", "rise_masks", "meaningful_perturbation"]
 
@@ -174,6 +175,7 @@ def rise(
     binarize: bool = False,
     baseline: Any = 0.0,
     normalization: str = "expected",
+    amp: bool = False,
     **_: Any,
 ) -> torch.Tensor:
     """RISE: score-weighted average of random masks (Petsiuk et al. 2018), batched over images and masks.
@@ -189,6 +191,8 @@ def rise(
             (e.g. the training mean image, which is what the C2I code's "0 in normalized space" means).
         normalization: ``"expected"`` divides by ``M * p_keep`` (the paper's eq. 7); ``"per_mask"``
             divides each mask's term by its own kept area (the C2I code).
+        amp: float16 autocast of the forward passes on CUDA (ignored on the CPU); the scores are
+            accumulated in float32, and the average over M masks washes out float16's rounding.
 
     Returns:
         float32 (N, C, H, W): the saliency map (non-negative for non-negative scores) in every channel.
@@ -203,6 +207,8 @@ def rise(
     p_keep = check_fraction(p_keep, "p_keep", open_low=True)
     check_choice(interpolation, "interpolation", _INTERP)
     check_choice(normalization, "normalization", _RISE_NORMALIZATION)
+    if not isinstance(amp, bool):
+        raise TypeError(f"`amp` must be a bool, got {type(amp).__name__}")
     bs = DEFAULT_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", low=1)
     n, c, h, w = x.shape
     base = _baseline_like(baseline, x)
@@ -217,7 +223,9 @@ def rise(
         i, j = idx % n, idx // n - j0
         m = masks[j][:, None]  # (B, 1, H, W)
         xp = x[i] * m + base[i] * (1.0 - m)
-        s = model(xp).gather(1, target[i][:, None]).to(torch.float32)  # (B, 1)
+        with forward_autocast(x.device, amp):
+            z = model(xp)
+        s = z.gather(1, target[i][:, None]).to(torch.float32)  # (B, 1)
         mf = m.reshape(m.shape[0], -1)
         if normalization == "per_mask":
             s = s / mf.sum(1, keepdim=True).clamp_min(1e-12)
@@ -271,6 +279,7 @@ def meaningful_perturbation(
     tv_power: float = 3.0,
     blur_kernel: int = 11,
     blur_sigma: float = 2.0,
+    amp: bool = False,
     **_: Any,
 ) -> torch.Tensor:
     """Meaningful Perturbation (Fong & Vedaldi 2017) in the Calibrate-to-Interpret form, batched over images.
@@ -289,6 +298,9 @@ def meaningful_perturbation(
         tv: weight of the total-variation term (C2I code: 1; the paper's "beta = 0.4" may mean 0.4).
         tv_power: exponent p of the TV term (C2I: 3).
         blur_kernel, blur_sigma: the blur of :func:`blur_fixed_kernel` (C2I: 11, 2; scale down for small images).
+        amp: bfloat16 autocast of the model's forward and backward passes on CUDA (ignored on the CPU);
+            the mask, its penalties and Adam stay float32. bfloat16 has float32's range, so the small
+            gradients of the score need no loss scaling.
 
     Returns:
         float32 (N, C, H, W): ``1 - M`` (high = deleting this region lowers the score) in every channel.
@@ -304,6 +316,8 @@ def meaningful_perturbation(
     l1 = float(check_positive(l1, "l1", strict=False))
     tv = float(check_positive(tv, "tv", strict=False))
     tv_power = float(check_positive(tv_power, "tv_power"))
+    if not isinstance(amp, bool):
+        raise TypeError(f"`amp` must be a bool, got {type(amp).__name__}")
     bs = DEFAULT_BATCH_SIZE if batch_size is None else check_int(batch_size, "batch_size", low=1)
     n, c, h, w = x.shape
     mh, mw = min(mask_size, h), min(mask_size, w)
@@ -316,7 +330,9 @@ def meaningful_perturbation(
         for _step in range(n_steps):
             up = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
             xp = xi * up + bi * (1.0 - up)
-            score = model(xp).gather(1, ti[:, None])[:, 0]
+            with forward_autocast(x.device, amp, torch.bfloat16):
+                z = model(xp)
+            score = z.gather(1, ti[:, None])[:, 0].float()
             loss = (score + l1 * (1.0 - m).abs().flatten(1).mean(1) + tv * _tv(m, tv_power)).sum()
             (grad,) = torch.autograd.grad(loss, m)
             adam.step(grad)

@@ -537,9 +537,10 @@ def _check_methods(methods: Any) -> dict:
 
 
 def _explain_spec(model, x, target, spec, score, seed, batch_size):
-    kw = {k: v for k, v in spec.items() if k != "method"}
+    kw = {k: v for k, v in spec.items() if k not in ("method", "batch_size")}
+    bs = spec.get("batch_size", batch_size)  # a method's own chunk size (e.g. MP, which back-propagates) wins
     g = torch.Generator().manual_seed(int(seed))  # the same random draws for every model (common random numbers)
-    return explain(model, x, target, spec["method"], score=score, generator=g, batch_size=batch_size, **kw)
+    return explain(model, x, target, spec["method"], score=score, generator=g, batch_size=bs, **kw)
 
 
 def saliency_report(
@@ -573,6 +574,8 @@ def saliency_report(
         x: float32 (N, C, H, W) images in [0, 1].
         methods: ``{name: {"method": explain method, **method kwargs}}``, e.g.
             ``{"sensitivity": {"method": "saliency"}, "rise": {"method": "rise", "n_masks": 2000}}``.
+            A ``"batch_size"`` entry sets that method's own chunk size (default: ``batch_size``), e.g. a
+            smaller one for Meaningful Perturbation, whose chunks of images are back-propagated.
         reference: model name the SSIM compares against (default: the first model).
         scores: optional ``{model name: score}`` of what each model's explainer explains
             (``"probability"`` by default: the paper's eqs.; ``"logit"`` reproduces the C2I code's
@@ -665,7 +668,8 @@ def lipschitz_report(
     Args:
         models: ``{name: model}`` as in :func:`saliency_report`.
         x: float32 (N, ...) inputs.
-        methods: ``{name: {"method": ..., **kwargs}}`` as in :func:`saliency_report`.
+        methods: ``{name: {"method": ..., **kwargs}}`` as in :func:`saliency_report` (a ``"batch_size"``
+            entry is the method's own chunk size inside each explainer call).
         n_neighbours, radius: see :func:`local_lipschitz`.
         scores: optional ``{model name: score}`` (default ``"probability"``).
         seed: seed of the neighbours and of stochastic explainers.
@@ -683,7 +687,8 @@ def lipschitz_report(
     rows = []
     for mname, model in models.items():
         with torch.no_grad():
-            tgt = model(x.to(model_device(model))).argmax(1).to(x.device)
+            dev = model_device(model)
+            tgt = torch.cat([model(x[i:i + batch_size].to(dev)).argmax(1) for i in range(0, x.shape[0], batch_size)]).to(x.device)
         for meth, spec in methods.items():
             score = scores.get(mname, "probability")
             fn = lambda m, xx, t, _s=spec, _sc=score: _explain_spec(m, xx, t, _s, _sc, seed, None)  # noqa: E731
