@@ -1,0 +1,134 @@
+"""The ``paper`` profiles of notebooks 01 and 02 run end to end (on the CPU, without real data).
+
+Each test executes a notebook with ``PROFILE="paper"`` and the paper profile's own dataset and model
+lists (ImageNet with ResNet50 / DenseNet121 / ViT-B/16 and the OpenML tabular suite for 01; CIFAR-100
+with VGG16-BN and ResNet-32, Food-101 with ResNet-50, CUB-200-2011 with EfficientNet-B0 for 02), an
+empty ``DATA_DIR`` and ``STANDIN_IF_MISSING=True``, so every dataset falls back to its synthetic
+stand-in. Only the counts are overridden (tiny sample and step counts, 32 x 32 images, one training
+epoch, small batch sizes), so the test exercises the paper code path (loops over models, stand-in
+fallbacks, randomly initialised torchvision models trained on the stand-ins, per-seed retraining, the
+``AMP`` and ``GRAD_BATCH_SIZE`` plumbing, which is a no-op on the CPU) in well under a minute each.
+
+Note on the overrides: a papermill value equal to the schema default counts as "not given" and the
+profile preset wins (``xcal_core.params`` resolution rule), so every override below differs from the
+default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from xcal_core.batch import RunSpec, execute_run
+from xcal_core.params import load_schema, resolve_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NB01_TINY = {
+    "TABULAR_DATASETS": ["openml:credit"], "TABULAR_EPOCHS": 1,
+    "N_FIT": 10, "N_PER_BIN": 1, "N_EVAL": 10, "N_PER_LEVEL": 1,
+    "IMAGE_SIZE": 32, "N_TRAIN_IMAGES": 32, "N_HELDOUT_IMAGES": 40, "STANDIN_EPOCHS": 1,
+    "IMAGE_N_FIT": 10, "IMAGE_BASELINES": ["blur"],
+    "N_SENS": 1, "SENS_DRAWS": 1, "EXPLAINER_SAMPLES": 8, "N_LOCALIZATION": 2, "N_SHOW": 2, "SHAPLEY_PERMS": 2,
+    "RETRAIN_DATASETS": ["openml:credit"], "RETRAIN_K_MAX": 1, "RETRAIN_SEEDS": 1, "N_IMPORTANCE": 8,
+    "ABLATION_DATASET": "openml:credit", "ABLATION_CAL_SIZES": [5, 10], "BATCH_SIZE": 64,
+}
+
+NB02_TINY = {
+    "IMAGE_SIZE": 32, "N_TRAIN": 64, "N_EPOCHS": 1, "STANDIN_EPOCHS": 1, "N_CAL": 40, "N_TEST": 40, "N_EXPLAIN": 4,
+    "IG_STEPS": 4, "RISE_MASKS": 16, "MP_STEPS": 3, "MP_MASK_SIZE": 4, "N_ORDERS": 1, "TEMPERATURES": [0.5, 2.0],
+    "N_TEMP_EXPLAIN": 2, "N_LIPSCHITZ": 1, "LIP_NEIGHBOURS": 1, "N_SEGMENTS": 16, "BATCH_SIZE": 64, "DELETION_STEPS": 8,
+}
+
+
+def test_paper_profiles_are_sized_for_an_80gb_gpu():
+    # inference-only chunks of 1024 inputs (ImageNet-size models: ~15-30 GB of activations without autograd);
+    # back-propagated chunks (gradients, IG, MP masks) of 256 (ResNet-50 / EfficientNet-B0 at 224 px)
+    nb01, _ = resolve_params(load_schema("01_calibration_under_perturbations"), {"PROFILE": "paper"})
+    assert nb01["BATCH_SIZE"] == 1024 and nb01["IMAGE_N_SEEDS"] >= 3 and nb01["N_SEEDS"] >= 3
+    nb02, _ = resolve_params(load_schema("02_calibrate_to_interpret"), {"PROFILE": "paper"})
+    assert (nb02["BATCH_SIZE"], nb02["GRAD_BATCH_SIZE"], nb02["AMP"]) == (1024, 256, True)
+    # the workshop profile keeps full precision and the CPU-sized chunks
+    ws, _ = resolve_params(load_schema("02_calibrate_to_interpret"), {"PROFILE": "workshop"})
+    assert (ws["BATCH_SIZE"], ws["GRAD_BATCH_SIZE"], ws["AMP"]) == (256, 256, False)
+
+
+def _run_paper(notebook_id: str, overrides: dict, tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("XCAL_CACHE_DIR", str(tmp_path / "cache"))  # train here, never reuse another run's models
+    (tmp_path / "no_data").mkdir()
+    run_dir = tmp_path / notebook_id
+    params = {"PROFILE": "paper", "DEVICE": "cpu", "DATA_DIR": str(tmp_path / "no_data"), "STANDIN_IF_MISSING": True,
+              **overrides}
+    path = ROOT / "notebooks" / f"{notebook_id}.ipynb"
+    res = execute_run(RunSpec(path, notebook_id, params, run_dir, "paper-standin"), resume=False, timeout=900)
+    assert res.status == "completed", f"{path.name} (paper profile, stand-ins) failed: {res.error}"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["profile"] == "paper"
+    return run_dir
+
+
+def _stream_text(run_dir: Path) -> str:
+    nb = nbformat.read(run_dir / "executed.ipynb", as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_nb01_paper_profile_runs_on_standins(tmp_path, monkeypatch):
+    run_dir = _run_paper("01_calibration_under_perturbations", NB01_TINY, tmp_path, monkeypatch)
+    out = _stream_text(run_dir)
+    # the stand-ins are announced plainly, and so is where each model's weights come from
+    assert "STAND-IN DATA: standin:credit is a synthetic stand-in for openml:credit" in out
+    assert "STAND-IN DATA: standin:imagenet is a synthetic stand-in for imagenet (input (3, 32, 32), 1000 classes" in out
+    for arch in ("tv:resnet50", "tv:densenet121", "tv:vit_b_16"):
+        assert f"{arch}: STAND-IN run, trained 1 epoch(s) on standin:imagenet" in out
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    claims = pd.read_csv(run_dir / "claims.csv")
+    assert claims.statement.str.contains(r"\[STAND-IN DATA: standin:credit, standin:imagenet\]").all()
+    lv = metrics[metrics.experiment == "calibration_vs_level"]
+    # every paper image model has its per-level curves, labelled with the stand-in's name
+    assert set(lv[lv.dataset == "standin:imagenet:blur"].model) == {"tv:resnet50", "tv:densenet121", "tv:vit_b_16"}
+    assert set(lv[lv.dataset == "standin:credit:mean"].model) == {"mlp", "tabular_resnet"}
+    assert set(lv[lv.dataset == "standin:credit:mean"].seed) == {0, 1, 2}  # the paper's N_SEEDS = 3
+    assert set(lv[lv.dataset == "standin:imagenet:blur"].seed) == {0, 1, 2}  # IMAGE_N_SEEDS = 3
+    # the bands are over training seeds: every repetition has its own trained model, so the test-split NLLs
+    # of the repetitions' models (same data, same split) all differ; a model shared by the repetitions would repeat them
+    tm = metrics[(metrics.experiment == "trained_models") & (metrics.metric == "nll")]
+    per = tm.groupby(["dataset", "model"]).agg(seeds=("seed", "nunique"), values=("value", "nunique"), n=("value", "size"))
+    assert per.loc[("standin:credit", "mlp"), "seeds"] == 3 and per.loc[("standin:imagenet", "tv:vit_b_16"), "seeds"] == 3
+    assert len(per) == 5 and (per["values"] == per["seeds"]).all() and (per["n"] == per["seeds"]).all()
+    for arch in ("tv:resnet50", "tv:densenet121", "tv:vit_b_16"):
+        assert f"{arch}: STAND-IN run, trained 1 epoch(s) on standin:imagenet from a random initialisation (pretrained weights absent) (seed 2)" in out
+    # sensitivity and localization ran for each image model
+    sens = metrics[metrics.experiment == "local_robustness"]
+    assert {m.split(":kernel_shap")[0] for m in sens.model if ":kernel_shap" in m} == {"tv:resnet50", "tv:densenet121", "tv:vit_b_16"}
+    assert set(metrics[metrics.metric == "mass_in_mask"].model) == {"tv:resnet50", "tv:densenet121", "tv:vit_b_16"}
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_nb02_paper_profile_runs_on_standins(tmp_path, monkeypatch):
+    run_dir = _run_paper("02_calibrate_to_interpret", NB02_TINY, tmp_path, monkeypatch)
+    out = _stream_text(run_dir)
+    for real in ("cifar100", "food101", "cub200"):
+        assert f"STAND-IN DATA: standin:{real} is a synthetic stand-in for {real}" in out
+    for arch, ds in (("vgg_cifar", "cifar100"), ("resnet_cifar", "cifar100"), ("tv:resnet50", "food101"),
+                     ("tv:efficientnet_b0", "cub200")):
+        assert f"{arch}: STAND-IN run, trained 1 epoch(s) on standin:{ds}" in out
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    claims = pd.read_csv(run_dir / "claims.csv")
+    assert claims.statement.str.contains("STAND-IN DATA").all()
+    # one key per (dataset, model): CIFAR-100 appears twice, so keys name the model too
+    assert {"c2i_ts_ece_cifar100-vgg_cifar", "c2i_ts_ece_cifar100-resnet_cifar", "c2i_ts_ece_food101-tv_resnet50",
+            "c2i_ts_ece_cub200-tv_efficientnet_b0"} <= set(claims.claim_id)
+    cal = metrics[(metrics.experiment == "calibration") & (metrics.metric == "ece")]
+    assert set(zip(cal.dataset, cal.model)) == {("standin:cifar100", "vgg_cifar"), ("standin:cifar100", "resnet_cifar"),
+                                                 ("standin:food101", "tv:resnet50"), ("standin:cub200", "tv:efficientnet_b0")}
+    sal = metrics[metrics.experiment.str.startswith("saliency/")]
+    assert set(sal.model) == {"vgg_cifar", "resnet_cifar", "tv:resnet50", "tv:efficientnet_b0"}
+    assert {"ssim", "deletion_area", "btr", "otsu_tv", "lipschitz", "mass_in_mask"} <= set(sal.metric)
