@@ -252,6 +252,10 @@ def test_bad_input():
         feature_ablation(model, x, 0, baseline="gray")
     with pytest.raises(ValueError, match="ids must be 0..d-1"):
         feature_ablation(model, x, 0, feature_mask=torch.tensor([0, 0, 2, 2]))
+    # per-sample masks: the first sample is fine, the second skips id 1 and is named
+    per_sample = torch.tensor([[0, 1, 1, 2], [0, 0, 2, 2]])
+    with pytest.raises(ValueError, match=r"every id used \(sample 1: 2 ids, max 2\)"):
+        feature_ablation(model, x, 0, feature_mask=per_sample)
     with pytest.raises(ValueError, match="does not broadcast"):
         feature_ablation(model, x, 0, feature_mask=torch.arange(5))
     with pytest.raises(ValueError, match="`target`"):
