@@ -311,6 +311,46 @@ def test_make_methods_and_patch_mask(setup):
         make_methods(["saliency", "saliency"])
 
 
+def test_shared_gradient_pass_is_bit_identical(setup):
+    """Preset Saliency + Input x Gradient share one gradient pass; maps, Grams and the pass count match the
+    separate calls exactly (the fused path must not change any number)."""
+    from xcal_core.aggregation import make_methods
+
+    model, x, y = setup
+    fused = make_methods(["saliency", "smoothgrad", "input_x_gradient"], noise_samples=3, generator=torch.Generator().manual_seed(3))
+    plain_src = make_methods(["saliency", "smoothgrad", "input_x_gradient"], noise_samples=3, generator=torch.Generator().manual_seed(3))
+    plain = {n: (lambda f: (lambda mdl, xx, tt: f(mdl, xx, tt)))(f) for n, f in plain_src.items()}  # no sharing attribute
+    assert fused["saliency"].shared_gradient == ("gradient", None) and not hasattr(plain["saliency"], "shared_gradient")
+
+    calls = {"n": 0}
+
+    def count(mod, inp, out):
+        calls["n"] += 1
+
+    h = model[0].register_forward_hook(count)
+    try:
+        m_f = explanation_stack(model, x, y, fused)
+        n_fused = calls["n"]
+        calls["n"] = 0
+        m_p = explanation_stack(model, x, y, plain)
+        n_plain = calls["n"]
+        calls["n"] = 0
+        plain["input_x_gradient"](model, x, y)
+        n_one = calls["n"]
+    finally:
+        h.remove()
+    assert torch.equal(m_f, m_p)
+    assert n_one >= 1 and n_plain - n_fused == n_one  # exactly the passes of one explanation call saved
+    noise = uniform_noise(4, tuple(x.shape), 0.1, generator=torch.Generator().manual_seed(4))
+    fused_gen, plain_gen = (torch.Generator().manual_seed(5) for _ in range(2))
+    fused = make_methods(["saliency", "smoothgrad", "input_x_gradient"], noise_samples=3, generator=fused_gen)
+    plain_src = make_methods(["saliency", "smoothgrad", "input_x_gradient"], noise_samples=3, generator=plain_gen)
+    plain = {n: (lambda f: (lambda mdl, xx, tt: f(mdl, xx, tt)))(f) for n, f in plain_src.items()}
+    G_f = sensitivity_gram(model, x, y, fused, noise=noise, batch_size=7)
+    G_p = sensitivity_gram(model, x, y, plain, noise=noise, batch_size=7)
+    assert torch.equal(G_f, G_p)
+
+
 def test_all_zero_maps_get_no_weight(setup):
     from xcal_core.aggregation import nondegenerate
 

@@ -78,11 +78,40 @@ def _normalize_kwargs(normalize: Mapping[str, Any] | None) -> dict[str, Any]:
     return kw
 
 
+def _gradient_groups(fns: Sequence[ExplainFn]) -> dict[int, Any]:
+    """Position -> batch_size key for preset gradient / input-x-gradient methods that can share one pass.
+
+    Only keys held by two or more methods count (one method alone gains nothing from sharing).
+    """
+    keys = {i: getattr(fn, "shared_gradient", None) for i, fn in enumerate(fns)}
+    keys = {i: v for i, v in keys.items() if isinstance(v, tuple) and len(v) == 2 and v[0] in ("gradient", "input_x_gradient")}
+    count: dict[Any, int] = {}
+    for v in keys.values():
+        count[v[1]] = count.get(v[1], 0) + 1
+    return {i: v for i, v in keys.items() if count[v[1]] >= 2}
+
+
 def _maps(fns: Sequence[ExplainFn], names: Sequence[str], model: torch.nn.Module, x: torch.Tensor, tgt: torch.Tensor, norm_kw: dict) -> torch.Tensor:
-    """Normalized maps of all methods for one chunk: (B, k, P)."""
+    """Normalized maps of all methods for one chunk: (B, k, P).
+
+    Preset Saliency and Input x Gradient (see :func:`~xcal_core.aggregation.make_methods`) share one
+    gradient pass: ``explain(..., "gradient")`` once, then ``g`` and ``x * g``, which is exactly the
+    arithmetic of the two separate explanation calls (same float32 values).
+    """
     out = []
-    for name, fn in zip(names, fns):
-        a = fn(model, x, tgt)
+    groups = _gradient_groups(fns)
+    shared: dict[Any, torch.Tensor] = {}
+    for pos, (name, fn) in enumerate(zip(names, fns)):
+        if pos in groups:
+            method, bs = groups[pos]
+            if bs not in shared:
+                from ..explainers import explain
+
+                shared[bs] = explain(model, x, tgt, "gradient", batch_size=bs)
+            g = shared[bs]
+            a = g if method == "gradient" else x.detach().to(torch.float32) * g
+        else:
+            a = fn(model, x, tgt)
         if not isinstance(a, torch.Tensor):
             raise TypeError(f"method {name!r} returned {type(a).__name__}, expected a torch.Tensor")
         if tuple(a.shape) != tuple(x.shape):

@@ -69,7 +69,11 @@ def make_methods(
         batch_size: inputs per forward pass inside the methods (None = the explainer default).
 
     Returns:
-        dict name -> ``fn(model, x, target)`` returning float32 attributions shaped like x.
+        dict name -> ``fn(model, x, target)`` returning float32 attributions shaped like x. The functions of
+        ``"saliency"`` and ``"input_x_gradient"`` carry an attribute ``shared_gradient = (method, batch_size)``:
+        when both are in a method set, :func:`~xcal_core.aggregation.explanation_stack`, the Gram builders and
+        :func:`~xcal_core.aggregation.evaluate_aggregations` run one gradient pass for the two (``x * g``
+        and ``g``), bit for bit what the two separate calls return.
     """
     from ..explainers import explain
 
@@ -107,6 +111,9 @@ def make_methods(
             return explain(model, x, target, method, generator=generator, batch_size=batch_size, **extra)
 
         fn.__name__ = name
+        if method in ("gradient", "input_x_gradient"):
+            # both are (x times) the plain input gradient: explanation_stack & co. compute it once for both
+            fn.shared_gradient = (method, batch_size)
         return fn
 
     return {n: build(n) for n in names}

@@ -264,7 +264,8 @@ def masked_sums_and_deltas(
     x_flat = xd.reshape(n, -1)
     b_flat = base.reshape(n, -1)
     C = x_flat.shape[1] // P if level == "pos" else 1
-    f0 = torch.cat([_select_score(model(xd[s : s + batch_size]), tgt[s : s + batch_size], score) for s in range(0, n, batch_size)]).float()
+    with torch.inference_mode():  # the clean scores once; no autograd bookkeeping for any forward pass
+        f0 = torch.cat([_select_score(model(xd[s : s + batch_size]), tgt[s : s + batch_size], score) for s in range(0, n, batch_size)]).float()
 
     total = m * n
     sums = torch.empty(total, S, device=device)
@@ -278,7 +279,8 @@ def masked_sums_and_deltas(
         else:
             m_elem = mrow
         xp = torch.where(m_elem, b_flat[i], x_flat[i])
-        deltas[idx] = f0[i] - _select_score(model(xp.view(-1, *xd.shape[1:])), tgt[i], score).float()
+        with torch.inference_mode():
+            deltas[idx] = f0[i] - _select_score(model(xp.view(-1, *xd.shape[1:])), tgt[i], score).float()
         if weighting == "difference":
             v = (x_flat[i] - xp).float()
         elif space == "pos":

@@ -16,7 +16,7 @@ SCHEMA = NotebookSchema(
         Param("N_TRAIN", int, 3000, "training images (at most the split size)", low=64, high=100_000),
         Param("N_EPOCHS", int, 15, "training epochs", low=1, high=300),
         Param("LR", float, 2e-3, "Adam learning rate", low=1e-6, high=1.0),
-        Param("N_IMAGES", int, 24, "test images explained and evaluated", low=2, high=10_000),
+        Param("N_IMAGES", int, 100, "test images explained and evaluated", low=2, high=10_000),
         Param("METHODS", list, GRADIENT_METHODS, "attribution methods aggregated in the main tables", item_type=str),
         Param("PERTURBATION_METHODS", list, ["occlusion", "feature_ablation", "kernel_shap"], "perturbation family for the diversity study", item_type=str),
         Param("PATCH", int, 2, "patch size (px) of the perturbation methods", low=1, high=64),
