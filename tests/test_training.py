@@ -152,6 +152,42 @@ def test_soft_with_feature_mask_matches_pixel_level():
     assert torch.allclose(c.del_logp.exp(), hard[:, 1:], atol=1e-4)
 
 
+def test_soft_inputs_follow_the_formula_and_chunks_are_invisible():
+    """All B * 2M soft inputs: insertion alpha x + (1 - alpha) b, deletion alpha b + (1 - alpha) x, channels
+    together; chunking the flat batch changes nothing (eval mode)."""
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 4 * 4, 5)
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.detach().clone())
+            return self.fc(x.flatten(1))
+
+    torch.manual_seed(4)
+    net = Recorder().eval()
+    x, y = torch.rand(3, 3, 4, 4), torch.tensor([0, 3, 4])
+    base = torch.tensor([0.2, 0.5, 0.8])  # per-channel baseline
+    phi = torch.randn(3, 16, requires_grad=True)
+    c = soft_insertion_deletion(net, x, phi, y, S=0.5, step=3, tau=2.0, baseline=base)
+    inputs = torch.cat(net.seen).view(3, 2 * 3, 3, 4, 4)  # M = ceil(8 / 3) = 3
+    a = c.alpha.detach().view(3, 3, 1, 4, 4)
+    b = base.view(1, 1, 3, 1, 1)
+    assert torch.allclose(inputs[:, :3], a * x[:, None] + (1 - a) * b, atol=1e-6)
+    assert torch.allclose(inputs[:, 3:], a * b + (1 - a) * x[:, None], atol=1e-6)
+    for bs in (1, 4, 7):
+        net.seen.clear()
+        cb = soft_insertion_deletion(net, x, phi, y, S=0.5, step=3, tau=2.0, baseline=base, batch_size=bs)
+        assert len(net.seen) == -(-18 // bs) and max(t.shape[0] for t in net.seen) == bs
+        assert torch.allclose(cb.ins_logp, c.ins_logp, atol=1e-6) and torch.allclose(cb.del_logp, c.del_logp, atol=1e-6)
+    (g,) = torch.autograd.grad(cb.ins_logp.sum() - cb.del_logp.sum(), phi)
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+    with pytest.raises(ValueError, match="batch_size"):
+        soft_insertion_deletion(net, x, phi, y, batch_size=0)
+
+
 def test_regularizer_forms():
     ins_logp = torch.log(torch.tensor([[0.5, 0.25]]))
     del_logp = torch.log(torch.tensor([[0.5, 0.75]]))

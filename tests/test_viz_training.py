@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from xcal_core.training import compare_methods, quadrant_shares, to_metric_rows
+from xcal_core.training import beats_seed_spread, compare_methods, format_comparison, quadrant_shares, to_metric_rows
 from xcal_core.viz import (
     plot_delta_scatter,
     plot_idexpo_tradeoff,
@@ -37,6 +37,23 @@ def test_compare_methods_and_metric_rows():
         compare_methods(table, "auc")
     with pytest.raises(ValueError, match="lambda1=0.5"):
         compare_methods(table, "ins", lambda1=0.5)
+    assert c["paired"] == pytest.approx([0.20, 0.18]) and c["paired_min"] == pytest.approx(0.18)
+    assert beats_seed_spread(c, increase=True)  # 0.19 > spread 0.04, every seed higher
+    assert not beats_seed_spread(c, increase=False)
+    assert not beats_seed_spread(c, min_seeds=3)  # two seeds cannot give a verdict at min_seeds=3
+    d = compare_methods(table, "del", lambda1=0.1)
+    assert d["diff"] == pytest.approx(-0.095) and beats_seed_spread(d, increase=False)
+    # an effect inside the seed noise does not count, nor one that flips sign in a seed
+    noisy = table.assign(ins=[0.3, 0.30, 0.40, 0.36, 0.41])
+    cn = compare_methods(noisy, "ins", lambda1=0.1)
+    assert cn["diff"] == pytest.approx(0.035) and cn["spread"] == pytest.approx(0.10) and not beats_seed_spread(cn)
+    flip = pd.DataFrame({"method": ["ce_only"] * 3 + ["idexpo"] * 3, "seed": [0, 1, 2] * 2, "lambda1": [np.nan] * 3 + [0.1] * 3,
+                         "ins": [0.51, 0.41, 0.41, 0.50, 0.60, 0.60]})
+    cf = compare_methods(flip, "ins", lambda1=0.1)  # mean gain 0.123 > spread 0.1, but seed 0 got worse
+    assert cf["diff"] > cf["spread"] and cf["paired_min"] == pytest.approx(-0.01) and not beats_seed_spread(cf)
+    assert format_comparison(c, "Ins") == "Ins 0.320 -> 0.510 (diff +0.190, seed spread 0.040, per seed +0.180..+0.200)"
+    with pytest.raises(ValueError, match="min_seeds"):
+        beats_seed_spread(c, min_seeds=0)
     rows = to_metric_rows(table, experiment="gradcam", dataset="digits", model="small_cnn")
     assert list(rows.columns) == ["experiment", "dataset", "model", "method", "metric", "level", "seed", "value", "higher_is_better"]
     assert len(rows) == 5 * 4 - 1  # the pretrained model has no seconds_per_epoch

@@ -34,7 +34,7 @@ SCHEMA = NotebookSchema(
         Param("ETAS", list, [0.5, 1.0, 1.5, 2.0, 2.5, 3.0], "accuracy weights of the eta sweep (Fig. 2)", item_type=float,
               low=0.0, high=100.0),
         Param("ACC_DROP", float, 0.02, "selectable checkpoints keep val accuracy within ACC_DROP of the pretrained model", low=0.0, high=1.0),
-        Param("N_SEEDS", int, 2, "fine-tuning seeds of the main comparison", low=1, high=20),
+        Param("N_SEEDS", int, 3, "fine-tuning seeds of the main comparison (claims need the effect to beat their spread)", low=1, high=20),
         Param("SECOND_ORDER", bool, True, "also fine-tune with second-order Grad-CAM (first dataset)"),
         Param("LIME", bool, True, "also fine-tune with differentiable LIME (first dataset)"),
         Param("LIME_CELL", int, 2, "LIME grid-cell size in pixels (segments)", low=1, high=64),

@@ -12,7 +12,7 @@ from .._validation import check_positive, check_tensor
 from .finetune import FinetuneResult, evaluate_idexpo, finetune_ce_only, finetune_idexpo, idexpo_scores, validation_score
 from .soft import soft_insertion_deletion
 
-__all__ = ["quadrant_shares", "soft_hard_agreement", "eta_sweep", "compare_finetuning", "evaluate_runs", "compare_methods", "to_metric_rows"]
+__all__ = ["quadrant_shares", "soft_hard_agreement", "eta_sweep", "compare_finetuning", "evaluate_runs", "compare_methods", "beats_seed_spread", "format_comparison", "to_metric_rows"]
 
 
 def quadrant_shares(d_ins: Any, d_one_minus_del: Any) -> dict[str, float]:
@@ -215,30 +215,83 @@ def evaluate_runs(
 
 
 def compare_methods(table: pd.DataFrame, metric: str, *, a: str = "idexpo", b: str = "ce_only",
-                    lambda1: float | None = None) -> dict[str, float]:
+                    lambda1: float | None = None) -> dict[str, Any]:
     """Mean of ``metric`` over seeds for methods a and b, their difference and the seed spread.
 
     Args:
-        table: from :func:`evaluate_runs`. metric: a column (``ins``, ``del``, ``accuracy``, ...).
+        table: from :func:`evaluate_runs` (columns method, seed, lambda1 and the metric). metric: a column
+            (``ins``, ``del``, ``accuracy``, ...).
         a, b: methods compared. lambda1: restrict method ``"idexpo"`` rows to this weight (None: all).
 
     Returns:
         dict with mean_a, mean_b, diff (mean_a - mean_b), spread (the larger of the two methods' ranges
-        max - min over seeds; 0 with one seed) and n_seeds (the smaller count).
+        max - min over seeds; 0 with one seed), n_seeds (the smaller count), and the seed-paired
+        differences a - b: paired (list, by seed, seeds present in both), paired_min and paired_max.
     """
     if metric not in table.columns:
         raise ValueError(f"unknown `metric` {metric!r}; columns are {list(table.columns)}")
+
     def rows(method):
         d = table[table["method"] == method]
-        if method == "idexpo" and lambda1 is not None:
+        if method == "idexpo" and lambda1 is not None and "lambda1" in d.columns:
             d = d[(d["lambda1"] - lambda1).abs() < 1e-12]
         if d.empty:
             raise ValueError(f"no rows for method {method!r}" + (f" with lambda1={lambda1}" if lambda1 is not None else ""))
-        return d[metric]
-    va, vb = rows(a), rows(b)
+        return d
+
+    da, db = rows(a), rows(b)
+    va, vb = da[metric], db[metric]
     spread = max(float(va.max() - va.min()), float(vb.max() - vb.min()))
+    paired: list[float] = []
+    if "seed" in table.columns:
+        sa, sb = da.groupby("seed")[metric].mean(), db.groupby("seed")[metric].mean()
+        common = sorted(set(sa.index) & set(sb.index))
+        paired = [float(sa[k] - sb[k]) for k in common]
     return {"mean_a": float(va.mean()), "mean_b": float(vb.mean()), "diff": float(va.mean() - vb.mean()),
-            "spread": spread, "n_seeds": int(min(len(va), len(vb)))}
+            "spread": spread, "n_seeds": int(min(len(va), len(vb))), "paired": paired,
+            "paired_min": min(paired) if paired else float("nan"), "paired_max": max(paired) if paired else float("nan")}
+
+
+def beats_seed_spread(comparison: Mapping[str, Any], *, increase: bool = True, min_effect: float = 1e-3,
+                      min_seeds: int = 2) -> bool:
+    """Whether a method difference from :func:`compare_methods` is larger than the seed spread.
+
+    The effect counts only when it can be told apart from seed noise: at least ``min_seeds`` seeds, the
+    mean difference in the intended direction larger than both the seed spread and ``min_effect``, and
+    every seed-paired difference in the intended direction.
+
+    Args:
+        comparison: output of :func:`compare_methods`.
+        increase: ``True`` when method a should be higher (Ins, accuracy), ``False`` when lower (Del).
+        min_effect: smallest mean difference that counts, >= 0.
+        min_seeds: fewest seeds per method for a verdict (with fewer the spread is unknown), >= 1.
+
+    Returns:
+        bool.
+    """
+    check_positive(min_effect, "min_effect", strict=False)
+    if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 1:
+        raise ValueError(f"`min_seeds` must be an int >= 1, got {min_seeds!r}")
+    sign = 1.0 if increase else -1.0
+    paired = [sign * d for d in comparison.get("paired", [])]
+    return bool(comparison["n_seeds"] >= min_seeds and sign * comparison["diff"] > max(comparison["spread"], min_effect)
+                and (not paired or min(paired) > 0))
+
+
+def format_comparison(comparison: Mapping[str, Any], label: str, *, digits: int = 3) -> str:
+    """One line for a claim's ``observed`` column: means, mean difference, seed spread, per-seed range.
+
+    Args:
+        comparison: output of :func:`compare_methods`. label: metric name shown (e.g. ``"Ins"``).
+        digits: decimals.
+
+    Returns:
+        e.g. ``"Ins 0.260 -> 0.342 (diff +0.082, seed spread 0.006, per seed +0.078..+0.085)"`` (b -> a).
+    """
+    c, f = comparison, f".{int(digits)}f"
+    per_seed = (f", per seed {c['paired_min']:+{f}}..{c['paired_max']:+{f}}" if c.get("paired") else "")
+    return (f"{label} {c['mean_b']:{f}} -> {c['mean_a']:{f}} (diff {c['diff']:+{f}}, seed spread {c['spread']:{f}}"
+            f"{per_seed})")
 
 
 _DIRECTION = {"ins": True, "del": False, "accuracy": True, "seconds_per_epoch": False, "one_minus_del": True,

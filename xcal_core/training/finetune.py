@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_choice, check_int, check_positive, model_device
-from ..metrics.insertion_deletion import perturbation_curve
+from ..metrics.insertion_deletion import perturbation_curve, resolve_baseline
 from .explainers import Explanation, check_differentiable_explainer
-from .soft import DELETION_FORMS, _check_S, idexpo_regularizers, soft_insertion_deletion
+from .soft import DELETION_FORMS, _check_feature_mask, _check_S, _soft_curves, idexpo_regularizers
 
 __all__ = [
     "explain_batch",
@@ -256,6 +256,59 @@ def _state_cpu(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def _idexpo_loss(
+    model: torch.nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    explainer: Any,
+    generator: torch.Generator,
+    checked: dict[str, Any],
+    *,
+    lambda1: float,
+    lambda2: float,
+    tau: float,
+    S: float,
+    soft_step: int | None,
+    normalize: bool,
+    baseline: Any,
+    deletion_form: str,
+    terms: str,
+    forward_batch_size: int,
+) -> tuple[torch.Tensor, ...]:
+    """One ID-ExpO objective: (loss, ce, r_ins, r_del, l2), all scalar tensors, no host sync after step 1.
+
+    Two model passes, the minimum: (1) the explainer's pass on the clean batch, whose logits also give the
+    cross-entropy (Grad-CAM; sampling explainers run their coalitions and the clean batch separately),
+    (2) every soft insertion and deletion step of every image as one flat batch in chunks of
+    ``forward_batch_size``. Thresholds and the gap scale are computed once per batch under no_grad.
+    """
+    expl = explainer(model, xb, yb, generator=generator)
+    if not checked:
+        if not isinstance(expl, Explanation):
+            raise TypeError(f"`explainer` must return an Explanation, got {type(expl).__name__}")
+        if not expl.phi.requires_grad:
+            raise TypeError(f"`explainer` {explainer!r} returned a map without gradient; it is not differentiable")
+        if expl.phi.ndim != 2 or expl.phi.shape[0] != xb.shape[0] or expl.phi.shape[1] < 2:
+            raise ValueError(f"`explainer` must return phi of shape (B, F >= 2), got {tuple(expl.phi.shape)}")
+        if expl.feature_mask is not None:
+            _check_feature_mask(expl.feature_mask, xb, expl.phi.shape[1])
+        checked["ok"] = True
+    logits = expl.logits if expl.logits is not None else model(xb)
+    ce = F.cross_entropy(logits, yb)
+    phi = expl.phi if expl.phi.is_floating_point() else expl.phi.float()
+    curves = _soft_curves(
+        model, xb, phi, yb, S=S, step=default_soft_step(phi.shape[1]) if soft_step is None else soft_step,
+        tau=tau, baseline=resolve_baseline(baseline, xb, None), normalize=normalize,
+        feature_mask=None if expl.feature_mask is None else expl.feature_mask.long(), batch_size=forward_batch_size,
+    )
+    clean_logp = torch.log_softmax(logits, 1).gather(1, yb[:, None])[:, 0]
+    r_ins, r_del = idexpo_regularizers(curves, clean_logp, deletion_form=deletion_form)
+    l2 = expl.raw.pow(2).mean()
+    reg = r_ins + r_del if terms == "both" else (r_ins if terms == "ins" else r_del)
+    loss = ce + lambda1 * reg + lambda2 * l2
+    return loss, ce, r_ins, r_del, l2
+
+
 def finetune_idexpo(
     model: torch.nn.Module,
     data: Any,
@@ -313,8 +366,14 @@ def finetune_idexpo(
             step (default :func:`default_eval_step`). n_val: use the first n validation samples.
         keep_checkpoints: keep every evaluated epoch's weights (for re-selection with another eta).
         seed: drives the shuffling, the explainer's sampling and dropout (global RNG restored afterwards).
-        copy_model: fine-tune a copy. forward_batch_size: chunk size of the soft-step forward pass (default
-            4 * batch_size; one huge pass was 2.5x slower on CPU in ``benchmarks/bench_idexpo.py``).
+        copy_model: fine-tune a copy. forward_batch_size: chunk size of the flat batch of all soft insertion and
+            deletion steps of all images (default 4 * batch_size; a single pass of all B * 2M inputs was slower
+            on CPU in ``benchmarks/bench_idexpo.py``).
+
+    Cost: a step forwards B clean inputs (explainer and cross-entropy share them for Grad-CAM) and B * 2M
+    perturbed ones, M = ceil(floor(S * F) / soft_step) soft steps, and backpropagates through all of them,
+    so on compute-bound hardware it costs about 1 + 2M CE-only steps (plus the surrogate's B * n_samples
+    coalition inputs for LIME / KernelSHAP); ``benchmarks/bench_idexpo.py`` prints the measured ratios.
 
     Returns:
         :class:`FinetuneResult` with the selected model, the per-epoch history and the checkpoints.
@@ -334,6 +393,8 @@ def finetune_idexpo(
     epochs = check_int(epochs, "epochs", low=1)
     batch_size = check_int(batch_size, "batch_size", low=1)
     eval_every = check_int(eval_every, "eval_every", low=1)
+    if soft_step is not None:
+        soft_step = check_int(soft_step, "soft_step", low=1)
     check_positive(lr, "lr")
     if acc_floor is not None and not 0.0 <= acc_floor <= 1.0:
         raise ValueError(f"`acc_floor` must be in [0, 1] or None, got {acc_floor}")
@@ -378,6 +439,8 @@ def finetune_idexpo(
             checkpoints.clear()
             checkpoints[epoch] = _state_cpu(model)
 
+    fwd_bs = 4 * batch_size if forward_batch_size is None else check_int(forward_batch_size, "forward_batch_size", low=1)
+    checked: dict[str, Any] = {}  # the explainer's output is validated on the first step only
     nan_parts = {"loss": float("nan"), "ce": float("nan"), "r_ins": float("nan"), "r_del": float("nan"), "l2": float("nan")}
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -387,45 +450,35 @@ def finetune_idexpo(
         for epoch in range(1, epochs + 1):
             _set_train_mode(model, batchnorm)
             t0 = time.perf_counter()
-            sums = {k: 0.0 for k in nan_parts}
+            # loss parts accumulate as detached tensors: one host sync per epoch, none per step
+            sums = {k: torch.zeros((), device=device) for k in nan_parts}
             n_batches = 0
             perm = torch.randperm(n, generator=shuffle_gen)
             for s in range(0, n, batch_size):
                 idx = perm[s : s + batch_size]
                 xb, yb = x_tr[idx].to(device), y_tr[idx].to(device)
                 if regularize:
-                    expl = explainer(model, xb, yb, generator=expl_gen)
-                    if not isinstance(expl, Explanation):
-                        raise TypeError(f"`explainer` must return an Explanation, got {type(expl).__name__}")
-                    if not expl.phi.requires_grad:
-                        raise TypeError(f"`explainer` {explainer!r} returned a map without gradient; it is not differentiable")
-                    logits = expl.logits if expl.logits is not None else model(xb)
-                    ce = F.cross_entropy(logits, yb)
-                    curves = soft_insertion_deletion(
-                        model, xb, expl.phi, yb, S=S,
-                        step=default_soft_step(expl.phi.shape[1]) if soft_step is None else soft_step,
-                        tau=tau, baseline=baseline, normalize=normalize, feature_mask=expl.feature_mask,
-                        batch_size=4 * batch_size if forward_batch_size is None else forward_batch_size,
-                    )
-                    clean_logp = torch.log_softmax(logits, 1).gather(1, yb[:, None])[:, 0]
-                    r_ins, r_del = idexpo_regularizers(curves, clean_logp, deletion_form=deletion_form)
-                    l2 = expl.raw.pow(2).mean()
-                    reg = r_ins + r_del if terms == "both" else (r_ins if terms == "ins" else r_del)
-                    loss = ce + lambda1 * reg + lambda2 * l2
-                    vals = {"r_ins": float(r_ins.detach()), "r_del": float(r_del.detach()), "l2": float(l2.detach())}
+                    loss, ce, r_ins, r_del, l2 = _idexpo_loss(model, xb, yb, explainer, expl_gen, checked, lambda1=lambda1,
+                                                              lambda2=lambda2, tau=tau, S=S, soft_step=soft_step,
+                                                              normalize=normalize, baseline=baseline,
+                                                              deletion_form=deletion_form, terms=terms,
+                                                              forward_batch_size=fwd_bs)
+                    parts_step = (r_ins, r_del, l2)
                 else:
                     ce = F.cross_entropy(model(xb), yb)
                     loss = ce
-                    vals = {"r_ins": float("nan"), "r_del": float("nan"), "l2": float("nan")}
+                    parts_step = None
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                vals.update(loss=float(loss.detach()), ce=float(ce.detach()))
-                for k in sums:
-                    sums[k] += vals[k]
+                sums["loss"] += loss.detach()
+                sums["ce"] += ce.detach()
+                if parts_step is not None:
+                    for k, v in zip(("r_ins", "r_del", "l2"), parts_step):
+                        sums[k] += v.detach()
                 n_batches += 1
             seconds = time.perf_counter() - t0
-            parts = {k: v / n_batches for k, v in sums.items()}
+            parts = {k: (float(v) / n_batches if regularize or k in ("loss", "ce") else float("nan")) for k, v in sums.items()}
             if epoch % eval_every == 0 or epoch == epochs:
                 evaluate(epoch, parts, seconds)
             else:

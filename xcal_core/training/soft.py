@@ -83,19 +83,31 @@ def soft_masks(
     n_feat = p.shape[1]
     if n_feat < 2:
         raise ValueError(f"`phi` needs at least 2 features, got shape {tuple(p.shape)}")
+    r = None
+    if reference is not None:
+        r = check_tensor(reference, "reference", ndim=2, dtype=None).to(device=p.device, dtype=p.dtype)
+        if r.shape != p.shape:
+            raise ValueError(f"`reference` must be shaped like `phi` {tuple(p.shape)}, got {tuple(r.shape)}")
+    return _soft_masks(p, S=S, step=step, tau=tau, normalize=normalize, eps=eps, reference=r)
+
+
+def _soft_masks(p: torch.Tensor, *, S: float, step: int, tau: float, normalize: bool, eps: float = 1e-12,
+                reference: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`soft_masks` on validated float (B, F) inputs, without host syncs."""
+    n_feat = p.shape[1]
     psi = torch.log_softmax(p, dim=1) if normalize else p
     if reference is None:
         psi_ref = psi.detach()
     else:
-        r = check_tensor(reference, "reference", ndim=2, dtype=None).to(device=p.device, dtype=p.dtype).detach()
-        if r.shape != p.shape:
-            raise ValueError(f"`reference` must be shaped like `phi` {tuple(p.shape)}, got {tuple(r.shape)}")
+        r = reference.detach()
         psi_ref = torch.log_softmax(r, dim=1) if normalize else r
     with torch.no_grad():
         srt = torch.sort(psi_ref, dim=1, descending=True).values  # (B, F)
         gaps = srt[:, :-1] - srt[:, 1:]
         pos = gaps > 0
-        scale = gaps[pos].mean() if bool(pos.any()) else torch.ones((), dtype=psi.dtype, device=psi.device)
+        # mean of the positive gaps, 1.0 when there is none; no host sync (``bool(pos.any())``) in the step
+        n_pos = pos.sum()
+        scale = torch.where(n_pos > 0, (gaps * pos).sum() / n_pos.clamp(min=1), torch.ones((), dtype=psi.dtype, device=psi.device))
         scale = scale + eps
         counts = _counts(n_feat, step, S)[1:].to(psi.device)  # (M,) changed features, >= 1
         ext = torch.cat([srt, srt[:, -1:] - scale], dim=1)  # guard for c_m = F
@@ -174,6 +186,11 @@ def soft_insertion_deletion(
 ) -> SoftCurves:
     """Differentiable insertion and deletion scores: all 2M soft steps of all samples, batched.
 
+    All B * 2M perturbed inputs (M insertion and M deletion steps per sample) form one flat batch that is
+    pushed through the model in chunks of ``batch_size``; each chunk's inputs are built only when it is
+    run (``baseline + a * (x - baseline)`` with a = alpha for insertion and 1 - alpha for deletion), so
+    no (B, 2M, C, H, W) copy is held besides what autograd saves.
+
     Args:
         model: classifier returning logits (N, K); used in its current train/eval mode (gradients flow).
         x: inputs (B, C, H, W) in [0, 1] or (B, D); inputs are not differentiated.
@@ -195,36 +212,73 @@ def soft_insertion_deletion(
     Returns:
         :class:`SoftCurves` with (B, M) log-probabilities for insertion and deletion and the masks.
     """
+    S = _check_S(S)
+    step = check_int(step, "step", low=1)
+    tau = check_positive(tau, "tau")
     xt = check_tensor(x, "x", ndim=(2, 3, 4, 5), dtype=None)
-    p = phi if isinstance(phi, torch.Tensor) else check_tensor(phi, "phi")
+    p = check_tensor(phi, "phi", dtype=None)
     if p.shape[0] != xt.shape[0]:
         raise ValueError(f"`phi` and `x` must have the same length, got {p.shape[0]} and {xt.shape[0]}")
     p = p.reshape(p.shape[0], -1)
     fm = _check_feature_mask(feature_mask, xt, p.shape[1])
-    ref = None if reference is None else torch.as_tensor(reference).reshape(p.shape[0], -1)
-    alpha = soft_masks(p, S=S, step=step, tau=tau, normalize=normalize, reference=ref)
-    b, m, _ = alpha.shape
+    if p.shape[1] < 2:
+        raise ValueError(f"`phi` needs at least 2 features, got shape {tuple(p.shape)}")
+    ref = None
+    if reference is not None:
+        ref = check_tensor(reference, "reference", dtype=None).to(device=p.device, dtype=p.dtype).reshape(p.shape[0], -1)
+        if ref.shape != p.shape:
+            raise ValueError(f"`reference` must be shaped like `phi` {tuple(p.shape)}, got {tuple(ref.shape)}")
     tgt = torch.as_tensor(target, device=xt.device).long().reshape(-1)
-    if tgt.shape[0] != b:
-        raise ValueError(f"`target` has {tgt.shape[0]} entries but `x` has {b} samples")
-    base = resolve_baseline(baseline, xt, None)
-    a = _broadcast_masks(alpha, xt, fm).to(xt.dtype)  # (B, M, 1|D, ...)
-    xs, bs = xt[:, None], base[:, None]
-    x_del = a * bs + (1 - a) * xs  # (B, M, C, ...)
-    x_ins = a * xs + (1 - a) * bs
-    inputs = torch.cat([x_ins, x_del], dim=1).reshape(b * 2 * m, *xt.shape[1:])
-    tg = tgt[:, None].expand(b, 2 * m).reshape(-1)
-    if batch_size is None:
-        logits = model(inputs)
-        logp = torch.log_softmax(logits, dim=1).gather(1, tg[:, None])[:, 0]
-    else:
-        bsz = check_int(batch_size, "batch_size", low=1)
-        parts = []
-        for s in range(0, inputs.shape[0], bsz):
-            out = model(inputs[s : s + bsz])
-            parts.append(torch.log_softmax(out, dim=1).gather(1, tg[s : s + bsz, None])[:, 0])
-        logp = torch.cat(parts)
-    logp = logp.reshape(b, 2 * m)
+    if tgt.shape[0] != xt.shape[0]:
+        raise ValueError(f"`target` has {tgt.shape[0]} entries but `x` has {xt.shape[0]} samples")
+    bsz = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
+    return _soft_curves(model, xt, p, tgt, S=S, step=step, tau=tau, baseline=resolve_baseline(baseline, xt, None),
+                        normalize=normalize, feature_mask=fm, batch_size=bsz, reference=ref)
+
+
+def _soft_curves(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    phi: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    S: float,
+    step: int,
+    tau: float,
+    baseline: torch.Tensor,
+    normalize: bool,
+    feature_mask: torch.Tensor | None,
+    batch_size: int | None,
+    reference: torch.Tensor | None = None,
+) -> SoftCurves:
+    """:func:`soft_insertion_deletion` on validated inputs (the training step's path: no host syncs).
+
+    x (B, ...), phi (B, F), target int64 (B,) on x's device, baseline broadcastable to x, feature_mask
+    None or validated (grid) ids.
+    """
+    phi = phi if phi.is_floating_point() else phi.float()
+    alpha = _soft_masks(phi, S=S, step=step, tau=tau, normalize=normalize, reference=reference)  # (B, M, F)
+    b, m, _ = alpha.shape
+    # one flat batch of B * 2M inputs, sample-major: [ins_1..ins_M, del_1..del_M] per sample;
+    # every input is base + a * (x - base) with a = alpha (insertion) or 1 - alpha (deletion)
+    a_feat = torch.cat([alpha, 1.0 - alpha], dim=1).reshape(b * 2 * m, -1).to(x.dtype)  # (B*2M, F)
+    if feature_mask is not None:
+        a_feat = a_feat[:, feature_mask.reshape(-1).to(a_feat.device)]  # (B*2M, P)
+    grid = x.shape[2:] if x.ndim >= 3 else x.shape[1:]
+    a_pos = a_feat.reshape(b * 2 * m, *((1, *grid) if x.ndim >= 3 else grid))  # channels move together
+    base = baseline.expand_as(x) if baseline.shape != x.shape else baseline
+    diff = x - base
+    rows = torch.arange(b, device=x.device).repeat_interleave(2 * m)  # sample of each flat input
+    tg = target[rows]
+    n_all = b * 2 * m
+    chunk = n_all if batch_size is None else batch_size
+    parts = []
+    for s in range(0, n_all, chunk):
+        r = rows[s : s + chunk]
+        inputs = torch.addcmul(base[r], a_pos[s : s + chunk], diff[r])
+        out = model(inputs)
+        parts.append(torch.log_softmax(out, dim=1).gather(1, tg[s : s + chunk, None])[:, 0])
+    logp = torch.cat(parts).reshape(b, 2 * m)
     return SoftCurves(ins_logp=logp[:, :m], del_logp=logp[:, m:], alpha=alpha)
 
 
