@@ -269,6 +269,24 @@ def test_train_stochastic_regression_dropconnect():
     assert r.kind == "dropconnect" and r.predict(x[:3]).shape == (6, 3, 1)
 
 
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_train_stochastic_lr_schedule_known_steps(schedule):
+    # bias-only regression far from its target: the gradient keeps its sign, so every Adam step moves the
+    # bias by (almost exactly) the current learning rate; 3 epochs x 2 batches = 6 steps
+    torch.manual_seed(0)
+    net = to_dropconnect(nn.Sequential(nn.Linear(1, 1)), p=0.0)
+    b0 = float(net[0].bias)
+    x, y = torch.zeros(8, 1), torch.full((8,), 1e6)
+    lr, steps = 1e-2, 6
+    train_stochastic(net, x, y, epochs=3, lr=lr, batch_size=4, task="regression", seed=0, lr_schedule=schedule)
+    rates = [lr] * steps if schedule == "constant" else [lr * (1 + math.cos(math.pi * k / steps)) / 2 for k in range(steps)]
+    assert float(net[0].bias) - b0 == pytest.approx(sum(rates), rel=1e-4)
+    assert float(net[0].weight.grad.abs().sum()) == 0.0  # zero inputs: only the bias moves
+    with pytest.raises(ValueError, match="unknown `lr_schedule`"):
+        train_stochastic(net, x, y, epochs=1, task="regression", lr_schedule="step")
+
+
 # ------------------------------------------------------------------------------- conversions, ensembles
 def test_conversions_keep_weights():
     net = small_net(0.2)
@@ -429,3 +447,5 @@ def test_train_uq_family_tabular(tmp_path):
         train_uq_family("mlp", ds, methods=["mc_dropout"], dropout_p=0.0)
     with pytest.raises(ValueError, match="unknown `kind`"):
         fam2.realisations("ensemble", 3)
+    with pytest.raises(ValueError, match="unknown `lr_schedule`"):
+        train_uq_family("mlp", ds, methods=["flipout"], lr_schedule="linear")

@@ -700,6 +700,7 @@ def train_stochastic(
     batch_size: int = 64,
     kl_weight: float | None = None,
     weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
     task: str = "classification",
     seed: int = 0,
     cache_dir: str | Path | None = None,
@@ -719,6 +720,8 @@ def train_stochastic(
         y: labels (N,) int64 for classification, targets (N,) or (N, 1) float32 for regression.
         epochs, lr, batch_size, weight_decay: optimisation settings.
         kl_weight: weight of the KL term (None = 1 / N; ignored when the model has no Flipout layer).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (cosine annealing of the learning rate to 0 over
+            all steps, as in ``train_classifier``; it settles the noisy DropConnect / Flipout updates).
         task: ``"classification"`` or ``"regression"``.
         seed: seeds the mini-batch order and the layers' noise (global torch RNG is restored afterwards).
         cache_dir: if given, the trained state is cached there under a hash of the architecture, the
@@ -744,6 +747,8 @@ def train_stochastic(
     check_int(epochs, "epochs", low=1)
     check_int(batch_size, "batch_size", low=1)
     check_positive(lr, "lr")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown `lr_schedule` {lr_schedule!r}; expected one of ['constant', 'cosine']")
     n = len(x)
     kw = (1.0 / n) if kl_weight is None else float(check_positive(kl_weight, "kl_weight", strict=False))
     ts = 1.0 if target_scale is None else float(check_positive(target_scale, "target_scale"))
@@ -755,6 +760,8 @@ def train_stochastic(
             t.detach().cpu().contiguous().numpy().tobytes() for t in model.state_dict().values())).hexdigest()[:16],
             data=_data_digest(x, y), epochs=epochs, lr=lr, batch_size=batch_size, kl_weight=kw,
             weight_decay=weight_decay, task=task, seed=seed, tag=cache_tag, target_scale=ts)
+        if lr_schedule != "constant":  # keyed only when used, so existing constant-rate caches stay valid
+            cfg["lr_schedule"] = lr_schedule
         key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
         path = Path(cache_dir) / f"stochastic_{key}.pt"
         if path.exists():
@@ -767,6 +774,8 @@ def train_stochastic(
     cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     torch.manual_seed(int(seed))
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * -(-n // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if lr_schedule == "cosine" else None
     has_kl = bool(stochastic_layers(model, "flipout"))
     rows = []
     try:
@@ -784,6 +793,8 @@ def train_stochastic(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 tot += float(loss.detach()) * len(idx)
                 tot_nll += float(nll.detach()) * len(idx)
                 tot_kl += float(kl.detach()) * len(idx)
@@ -1189,6 +1200,7 @@ def train_uq_family(
     flipout_rho_init: float = -5.0,
     flipout_kl_scale: float = 1.0,
     n_members: int = 5,
+    lr_schedule: str = "constant",
     progress: bool = False,
 ) -> UQFamily:
     """Train the MC-Dropout, MC-DropConnect, Flipout and deep-ensemble twins of one architecture.
@@ -1215,6 +1227,8 @@ def train_uq_family(
         flipout_kl_scale: multiplier of the ELBO's KL weight 1 / N_train (1 = the ELBO; < 1 down-weights
             the KL, a "tempered" posterior that small training sets need to fit at all).
         n_members: ensemble size M >= 2.
+        lr_schedule: ``"constant"`` or ``"cosine"`` for every twin (``train_classifier`` and
+            :func:`train_stochastic` alike).
         progress: show progress bars of ``train_classifier``.
 
     Returns:
@@ -1235,7 +1249,10 @@ def train_uq_family(
     task = info.task
     mk = dict(model_kwargs or {})
     mk.pop("dropout", None)
-    common = dict(epochs=epochs, lr=lr, batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress)
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown `lr_schedule` {lr_schedule!r}; expected one of ['constant', 'cosine']")
+    common = dict(epochs=epochs, lr=lr, batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress,
+                  lr_schedule=lr_schedule)
     models: dict = {}
     hists: dict = {}
     if "mc_dropout" in methods:
@@ -1275,6 +1292,7 @@ def train_uq_family(
             m = m.to(dev)
             kw = check_positive(flipout_kl_scale, "flipout_kl_scale", strict=False) / len(x) if kind == "flipout" else None
             m, h = train_stochastic(m, x, y, epochs=epochs, lr=lr, batch_size=batch_size, task=task, seed=seed, kl_weight=kw,
+                                    lr_schedule=lr_schedule,
                                     cache_dir=None if cache_dir is None else Path(cache_dir) / "models",
                                     cache_tag=f"{model_name}/{getattr(info, 'name', '')}/{kind}", target_scale=ts)
             models[kind] = m
