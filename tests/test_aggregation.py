@@ -373,3 +373,78 @@ def test_all_zero_maps_get_no_weight(setup):
     torch.testing.assert_close(w, solve_simplex_qp_exact(M[:1]))
     with pytest.raises(ValueError, match="allowed"):
         solve_simplex_qp_exact(M, allowed=torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_evaluate_strategies_equals_the_step_by_step_protocol(setup):
+    from xcal_core.aggregation import evaluate_strategies, nondegenerate, subset_weights
+
+    model, x, y = setup
+    kw = dict(radius=0.1, share=0.25, blur_sigma=1.0, batch_size=7)
+    ev, w = evaluate_strategies(model, x, y, METHODS, m_agg=4, m_eval=6, baselines=["blur", "zero"], agg_var_eps=0.2,
+                                generator=torch.Generator().manual_seed(3), **kw)
+    # the same steps by hand, drawing from one generator in the same order
+    g = torch.Generator().manual_seed(3)
+    maps = explanation_stack(model, x, y, METHODS, batch_size=7)
+    grams = {"robust": sensitivity_gram(model, x, y, METHODS, m=4, radius=0.1, maps=maps, generator=g, batch_size=7),
+             "faith": infidelity_gram(*faith_samples(model, x, y, maps, m=4, share=0.25, baseline="blur", blur_sigma=1.0, generator=g, batch_size=7))}
+    ref_w = subset_weights(grams, allowed=nondegenerate(maps))
+    ref_w["agg_mean"] = torch.full((len(x), 3), 1 / 3, dtype=torch.float64)
+    ref = evaluate_aggregations(model, x, y, METHODS, ref_w, maps=maps, extra={"agg_var": lambda s: agg_var(s, 0.2)}, m=6,
+                                baselines=["blur", "zero"], generator=g, **kw)
+    assert ev.names == ref.names == [*METHODS, "agg_robust", "agg_faith", "agg_opt", "agg_mean", "agg_var"]
+    for name in ref_w:
+        torch.testing.assert_close(w[name], ref_w[name])
+    torch.testing.assert_close(torch.as_tensor(ev.summary().values), torch.as_tensor(ref.summary().values))
+    assert ev.summary().loc["agg_robust", "sens_avg_sq"] > 0
+    with pytest.raises(ValueError, match="m_eval"):
+        evaluate_strategies(model, x, y, METHODS, m_eval=1)
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate_strategies(model, x, y, {"a": saliency})
+
+
+def _count_readbacks(monkeypatch):
+    """Count tensor -> Python conversions (each one is a device synchronisation on a GPU)."""
+    calls = {"n": 0}
+    for attr in ("__bool__", "__int__", "__float__", "item", "tolist"):
+        orig = getattr(torch.Tensor, attr)
+
+        def counted(self, *a, _orig=orig, **k):
+            calls["n"] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, attr, counted)
+    return calls
+
+
+def test_perturbation_loops_read_nothing_back_per_chunk(setup, monkeypatch):
+    # the number of tensor -> Python read-backs must not grow with the number of chunks (GPU inner loops)
+    model, x, y = setup
+    counts = {}
+    for bs in (64, 3):  # 1 chunk vs many chunks of the m * N perturbed inputs
+        calls = _count_readbacks(monkeypatch)
+        g = torch.Generator().manual_seed(0)
+        maps = explanation_stack(model, x, y, METHODS, batch_size=bs)
+        sensitivity_gram(model, x, y, METHODS, m=8, radius=0.1, maps=maps, generator=g, batch_size=bs)
+        faith_samples(model, x, y, maps, m=8, share=0.25, baseline="zero", generator=g, batch_size=bs)
+        avg_sensitivity(model, x, y, saliency, n_samples=8, radius=0.1, generator=g, batch_size=bs)
+        infidelity(model, x, y, saliency(model, x, y), n_samples=8, generator=g, batch_size=bs)
+        evaluate_aggregations(model, x, y, METHODS, {"agg_mean": torch.full((len(x), 3), 1 / 3, dtype=torch.float64)}, maps=maps,
+                              extra={"agg_var": agg_var}, m=8, baselines=["blur", "zero"], blur_sigma=1.0, generator=g, batch_size=bs)
+        counts[bs] = calls["n"]
+        monkeypatch.undo()
+    assert counts[3] == counts[64], counts
+
+
+def test_deferred_nan_check_still_names_the_method(setup):
+    model, x, y = setup
+    calls = {"n": 0}
+
+    def nan_when_perturbed(m, xx, t):  # finite on the clean inputs, NaN on the noisy ones
+        calls["n"] += 1
+        return saliency(m, xx, t) * (float("nan") if calls["n"] > 1 else 1.0)
+
+    with pytest.raises(ValueError, match="method 'late_nan' returned NaN or inf"):
+        sensitivity_gram(model, x, y, {"a": saliency, "late_nan": nan_when_perturbed}, m=3, batch_size=4)
+    with pytest.raises(ValueError, match="`explain_fn` returned NaN or inf"):
+        avg_sensitivity(model, x, y, lambda m, xx, t: saliency(m, xx, t) * float("nan"), attributions=saliency(model, x, y),
+                        n_samples=2, batch_size=4)

@@ -10,6 +10,7 @@ re-using one set of perturbed explanations and masked forward passes for every c
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from .qp import simplex_objective, solve_simplex_qp, solve_simplex_qp_exact
 __all__ = [
     "nondegenerate",
     "agg_mean", "agg_var", "aggregate", "AggregationResult", "evaluate_aggregations", "EvaluationResult", "STRATEGIES",
-    "weighted_maps", "subset_weights", "generalization_gap", "ambiguity_check",
+    "weighted_maps", "subset_weights", "generalization_gap", "ambiguity_check", "evaluate_strategies",
 ]
 
 STRATEGIES = ("mean", "var", "robust", "faith", "opt")
@@ -78,9 +79,27 @@ def agg_var(maps: Any, eps: float = 0.1, indices: Sequence[int] | None = None) -
     """
     t = _check_stack(maps)
     check_positive(eps, "eps")
+    return _agg_var(t, eps, indices)
+
+
+def _agg_var(t: torch.Tensor, eps: float = 0.1, indices: Sequence[int] | None = None) -> torch.Tensor:
+    """:func:`agg_var` without input checks (they read values back from the device): for chunk loops."""
     if indices is not None:
         t = t[:, torch.as_tensor(list(indices), device=t.device)]
     return t.mean(1) / (t.std(1, unbiased=False) + eps)
+
+
+def _unchecked(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``agg_var`` / ``agg_mean`` (also as ``functools.partial``) without their per-call input checks, for
+    the chunk loop of :func:`evaluate_aggregations`: the stacks it passes are normalized maps whose
+    finiteness the pass checks once. Other functions are returned as they are."""
+    base, kw = (fn.func, dict(fn.keywords)) if isinstance(fn, functools.partial) and not fn.args else (fn, {})
+    if base is agg_var:
+        check_positive(kw.get("eps", 0.1), "eps")
+        return functools.partial(_agg_var, **kw)
+    if base is agg_mean and not kw:
+        return lambda t: t.mean(1)
+    return fn
 
 
 @dataclass
@@ -362,7 +381,7 @@ def evaluate_aggregations(
         W_list.append(wt[:, None, :])
         names.append(name)
     W = torch.cat(W_list, dim=1) if W_list else torch.zeros(n, 0, k, device=xd.device)
-    extra = dict(extra or {})
+    extra = {name: _unchecked(fn) for name, fn in (extra or {}).items()}
     names += list(extra)
     S = len(names)
     if S == 0:
@@ -550,3 +569,72 @@ def ambiguity_check(ev: EvaluationResult, weights: Mapping[str, Any], methods: S
             "improves": improves.cpu().numpy(), "holds": ((resid <= rtol) & improves).cpu().numpy(),
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_strategies(
+    model: torch.nn.Module,
+    x: Any,
+    target: Any,
+    methods: Any,
+    *,
+    m_agg: int = 50,
+    m_eval: int = 200,
+    radius: float = 0.1,
+    share: float = 0.2,
+    baselines: Sequence[Any] = ("blur",),
+    blur_sigma: float | None = None,
+    agg_var_eps: float = 0.1,
+    solver: str = "exact",
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+) -> tuple[EvaluationResult, dict[str, torch.Tensor]]:
+    """The Table 1 / 2 protocol for one model in one call: fit weights on ``m_agg`` draws, score on ``m_eval`` fresh ones.
+
+    Explains ``x`` once with every method, estimates the robustness Gram on ``m_agg`` noise draws and the
+    Infidelity Gram on ``m_agg`` masks with the first baseline, solves AGG_robust / AGG_faith / AGG_opt per
+    sample (an all-zero map gets weight 0 at that sample, see :func:`nondegenerate`), adds AGG_mean
+    (uniform weights) and AGG_var, and evaluates the single methods and the five aggregates with
+    :func:`evaluate_aggregations` on fresh draws. The notebook's main sections do the same steps one by one
+    (they also need the intermediate Grams); this function is for repeating the protocol over many models.
+
+    Args:
+        model, x, target, methods, batch_size: as in :func:`aggregate` (x: float (N, C, H, W) inputs on any
+            device; the model's device is used).
+        m_agg: draws (noise and masks) used to fit the weights (paper: 50), >= 1.
+        m_eval: fresh draws of the evaluation (paper: 200), >= 2.
+        radius, share, baselines, blur_sigma: as in :func:`evaluate_aggregations`; the first baseline is fitted.
+        agg_var_eps: epsilon of :func:`agg_var`.
+        solver: ``"exact"`` or ``"cvxpy"``.
+        generator: seeded torch generator (CPU); the draws of fitting and evaluation are taken from it in turn.
+
+    Returns:
+        ``(ev, weights)``: the :class:`EvaluationResult` (candidates: the k methods, then ``agg_robust``,
+        ``agg_faith``, ``agg_opt``, ``agg_mean``, ``agg_var``) and the float64 (N, k) weights per strategy.
+
+    Raises:
+        ValueError: fewer than 2 methods, ``m_agg < 1``, ``m_eval < 2`` or an unknown solver / baseline.
+    """
+    m_agg = check_int(m_agg, "m_agg", low=1)
+    m_eval = check_int(m_eval, "m_eval", low=2)
+    check_choice(solver, "solver", ("exact", "cvxpy"))
+    baselines = list(baselines)
+    if not baselines:
+        raise ValueError("`baselines` must name at least one baseline")
+    fns = resolve_methods(methods)
+    if len(fns) < 2:
+        raise ValueError(f"`methods` must hold at least 2 methods, got {len(fns)}")
+    maps = explanation_stack(model, x, target, fns, batch_size=batch_size)
+    grams = {
+        "robust": sensitivity_gram(model, x, target, fns, m=m_agg, radius=radius, maps=maps, generator=generator, batch_size=batch_size),
+        "faith": infidelity_gram(*faith_samples(model, x, target, maps, m=m_agg, share=share, baseline=baselines[0],
+                                                blur_sigma=blur_sigma, generator=generator, batch_size=batch_size)),
+    }
+    weights = subset_weights(grams, allowed=nondegenerate(maps), solver=solver)
+    k = maps.shape[1]
+    weights["agg_mean"] = torch.full((maps.shape[0], k), 1.0 / k, dtype=torch.float64, device=weights["agg_robust"].device)
+    ev = evaluate_aggregations(
+        model, x, target, fns, weights, maps=maps, extra={"agg_var": functools.partial(agg_var, eps=agg_var_eps)},
+        m=m_eval, radius=radius, share=share, baselines=baselines, blur_sigma=blur_sigma, generator=generator,
+        batch_size=batch_size,
+    )
+    return ev, weights

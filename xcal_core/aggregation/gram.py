@@ -21,7 +21,7 @@ import torch
 from .._validation import check_int, check_positive, check_tensor, model_device
 from ..metrics.faithfulness import masked_sums_and_deltas
 from ..metrics.robustness import _check_model, _check_x, _DrawStream, _targets, _uniform
-from .normalize import normalize_attributions
+from .normalize import _normalize, normalize_attributions
 
 __all__ = [
     "resolve_methods",
@@ -91,12 +91,16 @@ def _gradient_groups(fns: Sequence[ExplainFn]) -> dict[int, Any]:
     return {i: v for i, v in keys.items() if count[v[1]] >= 2}
 
 
-def _maps(fns: Sequence[ExplainFn], names: Sequence[str], model: torch.nn.Module, x: torch.Tensor, tgt: torch.Tensor, norm_kw: dict) -> torch.Tensor:
+def _maps(fns: Sequence[ExplainFn], names: Sequence[str], model: torch.nn.Module, x: torch.Tensor, tgt: torch.Tensor, norm_kw: dict,
+          finite: torch.Tensor | None = None) -> torch.Tensor:
     """Normalized maps of all methods for one chunk: (B, k, P).
 
     Preset Saliency and Input x Gradient (see :func:`~xcal_core.aggregation.make_methods`) share one
     gradient pass: ``explain(..., "gradient")`` once, then ``g`` and ``x * g``, which is exactly the
     arithmetic of the two separate explanation calls (same float32 values).
+
+    With ``finite`` (bool (k,) on the device) the NaN / inf check of each method is accumulated into it
+    instead of read back per chunk; the caller checks it once with :func:`_raise_if_not_finite`.
     """
     out = []
     groups = _gradient_groups(fns)
@@ -116,10 +120,21 @@ def _maps(fns: Sequence[ExplainFn], names: Sequence[str], model: torch.nn.Module
             raise TypeError(f"method {name!r} returned {type(a).__name__}, expected a torch.Tensor")
         if tuple(a.shape) != tuple(x.shape):
             raise ValueError(f"method {name!r} returned attributions of shape {tuple(a.shape)}; they must be shaped like the input {tuple(x.shape)}")
+        if finite is not None:
+            finite[pos] &= torch.isfinite(a).all()
+            out.append(_normalize(a.detach(), **norm_kw).reshape(x.shape[0], -1))
+            continue
         if not bool(torch.isfinite(a).all()):
             raise ValueError(f"method {name!r} returned NaN or inf attributions")
         out.append(normalize_attributions(a.detach(), **norm_kw).reshape(x.shape[0], -1))
     return torch.stack(out, dim=1)
+
+
+def _raise_if_not_finite(finite: torch.Tensor, names: Sequence[str]) -> None:
+    """The deferred check of :func:`_maps`: one device read-back per pass."""
+    bad = [name for name, ok in zip(names, finite.tolist()) if not ok]
+    if bad:
+        raise ValueError(f"method {bad[0]!r} returned NaN or inf attributions")
 
 
 def explanation_stack(
@@ -151,7 +166,10 @@ def explanation_stack(
     xd = _check_x(x).to(model_device(model))
     n = xd.shape[0]
     tgt = _targets(target, n, xd.device)
-    flat = torch.cat([_maps(list(fns.values()), list(fns), model, xd[s : s + batch_size], tgt[s : s + batch_size], norm_kw) for s in range(0, n, batch_size)])
+    finite = torch.ones(len(fns), dtype=torch.bool, device=xd.device)
+    flat = torch.cat([_maps(list(fns.values()), list(fns), model, xd[s : s + batch_size], tgt[s : s + batch_size], norm_kw, finite)
+                      for s in range(0, n, batch_size)])
+    _raise_if_not_finite(finite, list(fns))
     grid = tuple(xd.shape[2:]) if xd.ndim >= 3 else (xd.shape[1],)
     if norm_kw["reduce"] == "none" and xd.ndim >= 3:
         grid = tuple(xd.shape[1:])
@@ -173,10 +191,13 @@ def _perturbed_pass(model, xd, tgt, fns, names, norm_kw, m, radius, noise, gener
         shape = tuple(xd.shape)
         stream = _DrawStream(lambda j: _uniform(shape, radius, generator).to(device=xd.device, dtype=xd.dtype), m)
     total = m * n
+    finite = torch.ones(len(fns), dtype=torch.bool, device=xd.device)
     for start in range(0, total, batch_size):
-        idx = torch.arange(start, min(start + batch_size, total), device=xd.device)
+        stop = min(start + batch_size, total)
+        idx = torch.arange(start, stop, device=xd.device)
         j, i = idx // n, idx % n
-        consume(i, j, _maps(fns, names, model, xd[i] + stream.rows(j, i), tgt[i], norm_kw))
+        consume(i, j, _maps(fns, names, model, xd[i] + stream.rows(j, i, (start // n, (stop - 1) // n)), tgt[i], norm_kw, finite))
+    _raise_if_not_finite(finite, names)
     return m
 
 

@@ -42,7 +42,14 @@ def normalize_attributions(
     Returns:
         float32 tensor (N, *spatial) (or (N, C, *spatial) with ``reduce="none"``, (N, D) for tabular).
     """
-    a = check_tensor(attributions, "attributions", ndim=(2, 3, 4, 5)).float()
+    a = check_tensor(attributions, "attributions", ndim=(2, 3, 4, 5))
+    return _normalize(a, reduce=reduce, absolute=absolute, scale=scale, smooth_sigma=smooth_sigma)
+
+
+def _normalize(a: torch.Tensor, *, reduce: str = "sum", absolute: bool = True, scale: str = "max", smooth_sigma: float | None = None) -> torch.Tensor:
+    """:func:`normalize_attributions` without the finiteness check of the input (which reads a value back
+    from the device): for chunk loops that check finiteness once at the end (see ``aggregation.gram._maps``)."""
+    a = a.float()
     check_choice(reduce, "reduce", _REDUCE)
     check_choice(scale, "scale", _SCALE)
     if a.ndim >= 3:

@@ -159,12 +159,11 @@ def solve_simplex_qp_exact(M: Any, *, ridge: float = 1e-10, allowed: Any = None)
             val = torch.einsum("bns,bnst,bnt->bn", cand, sub, cand)
             val = torch.where(ok, val, torch.full_like(val, float("inf")))
             vbest, nbest = val.min(-1)
-            better = vbest < best_val - 1e-15
-            if bool(better.any()):
-                full = torch.zeros(B, k, dtype=torch.float64, device=Mt.device)
-                full.scatter_(1, supports[nbest], cand[torch.arange(B, device=Mt.device), nbest])
-                w = torch.where(better[:, None], full, w)
-                best_val = torch.where(better, vbest, best_val)
+            better = vbest < best_val - 1e-15  # no `if better.any()`: that would read back from the device per size
+            full = torch.zeros(B, k, dtype=torch.float64, device=Mt.device)
+            full.scatter_(1, supports[nbest], cand[torch.arange(B, device=Mt.device), nbest])
+            w = torch.where(better[:, None], full, w)
+            best_val = torch.where(better, vbest, best_val)
     if allow is not None:
         w = torch.where(allow, w, torch.zeros_like(w))
         w = w / w.sum(-1, keepdim=True)

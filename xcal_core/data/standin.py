@@ -85,6 +85,8 @@ STANDINS: dict[str, StandinSpec] = {
     # ILSVRC2012 validation folder: 50 000 images, 1000 classes, 224 x 224 crops (load_imagenet defaults)
     "imagenet": StandinSpec("image", "imagenet", 1000, image_size=224, n_pool=50_000, cal_from="pool",
                             defaults=(2000, 2000, 2000)),
+    # CIFAR-10: 50 000 / 10 000 images of 32 x 32, 10 classes
+    "cifar10": StandinSpec("image", "cifar10", 10, image_size=32, n_official_train=50_000, n_official_test=10_000),
     # CIFAR-100: 50 000 / 10 000 images of 32 x 32, 100 classes
     "cifar100": StandinSpec("image", "cifar100", 100, image_size=32, n_official_train=50_000, n_official_test=10_000),
     # Food-101: 75 750 / 25 250 images, 101 classes, 224 x 224 (load_food101 defaults)

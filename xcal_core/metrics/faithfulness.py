@@ -35,7 +35,7 @@ from ..perturbations.baselines import gaussian_blur
 from .._validation import check_choice, check_fraction, check_int, check_positive, check_tensor, model_device
 from ._meta import metric
 from .insertion_deletion import resolve_baseline
-from .robustness import ExplainFn, _check_model, _check_x, _DrawStream, _explain_checked, _gen_device, _select_score, _targets
+from .robustness import ExplainFn, _check_model, _check_x, _check_target_range, _DrawStream, _explain_checked, _gen_device, _select_score, _targets
 
 __all__ = [
     "random_masks",
@@ -265,22 +265,26 @@ def masked_sums_and_deltas(
     b_flat = base.reshape(n, -1)
     C = x_flat.shape[1] // P if level == "pos" else 1
     with torch.inference_mode():  # the clean scores once; no autograd bookkeeping for any forward pass
-        f0 = torch.cat([_select_score(model(xd[s : s + batch_size]), tgt[s : s + batch_size], score) for s in range(0, n, batch_size)]).float()
+        outs = [model(xd[s : s + batch_size]) for s in range(0, n, batch_size)]
+        if outs[0].ndim == 2:
+            _check_target_range(tgt, outs[0].shape[1])  # the whole target vector once, not per chunk
+        f0 = torch.cat([_select_score(o, tgt[s : s + batch_size], score, check=False) for o, s in zip(outs, range(0, n, batch_size))]).float()
 
     total = m * n
     sums = torch.empty(total, S, device=device)
     deltas = torch.empty(total, device=device)
     for start in range(0, total, batch_size):
-        idx = torch.arange(start, min(start + batch_size, total), device=device)
+        stop = min(start + batch_size, total)
+        idx = torch.arange(start, stop, device=device)
         j, i = idx // n, idx % n
-        mrow = stream.rows(j, i)  # (B, P) or (B, E)
+        mrow = stream.rows(j, i, (start // n, (stop - 1) // n))  # (B, P) or (B, E)
         if level == "pos" and xd.ndim >= 3:
             m_elem = mrow.view(-1, 1, P).expand(-1, C, P).reshape(mrow.shape[0], -1)
         else:
             m_elem = mrow
         xp = torch.where(m_elem, b_flat[i], x_flat[i])
         with torch.inference_mode():
-            deltas[idx] = f0[i] - _select_score(model(xp.view(-1, *xd.shape[1:])), tgt[i], score).float()
+            deltas[idx] = f0[i] - _select_score(model(xp.view(-1, *xd.shape[1:])), tgt[i], score, check=False).float()
         if weighting == "difference":
             v = (x_flat[i] - xp).float()
         elif space == "pos":

@@ -69,12 +69,22 @@ def _targets(target: Any, n: int, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.long)
 
 
-def _select_score(out: torch.Tensor, tgt: torch.Tensor, score: str) -> torch.Tensor:
-    """The target column of the model output after the requested link (N,)."""
+def _check_target_range(tgt: torch.Tensor, n_out: int) -> None:
+    """Class indices must address a column of an (N, n_out) output (one device read-back)."""
+    if int(tgt.max()) >= n_out:
+        raise ValueError(f"`target` must be in [0, {n_out - 1}] for a model with {n_out} outputs, got {int(tgt.max())}")
+
+
+def _select_score(out: torch.Tensor, tgt: torch.Tensor, score: str, *, check: bool = True) -> torch.Tensor:
+    """The target column of the model output after the requested link (N,).
+
+    ``check=False`` skips the target-range check (it reads a value back from the device): loops check the
+    whole target vector once and then pass False for every chunk.
+    """
     if out.ndim != 2:
         raise ValueError(f"`model` must return a 2-D output (N, K), got shape {tuple(out.shape)}")
-    if int(tgt.max()) >= out.shape[1]:
-        raise ValueError(f"`target` must be in [0, {out.shape[1] - 1}] for a model with {out.shape[1]} outputs, got {int(tgt.max())}")
+    if check:
+        _check_target_range(tgt, out.shape[1])
     if score == "probability":
         out = torch.softmax(out, dim=1)
     elif score == "log_probability":
@@ -94,10 +104,12 @@ class _DrawStream:
         self.cache: dict[int, torch.Tensor] = {}
         self.next = 0
 
-    def rows(self, j: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    def rows(self, j: torch.Tensor, i: torch.Tensor, span: tuple[int, int] | None = None) -> torch.Tensor:
+        """Rows of draws ``j`` for samples ``i``; ``span = (min(j), max(j))`` as Python ints when the caller
+        knows them (chunk loops do), which avoids reading them back from the device every chunk."""
         if self.fixed is not None:
             return self.fixed[j.to(self.fixed.device), i.to(self.fixed.device)]
-        lo, hi = int(j.min()), int(j.max())
+        lo, hi = (int(j.min()), int(j.max())) if span is None else span
         while self.next <= hi:
             self.cache[self.next] = self.draw(self.next)
             self.next += 1
@@ -133,7 +145,11 @@ def uniform_noise(n_samples: int, shape: tuple[int, ...], radius: float = 0.2, *
     return torch.stack([_uniform(shape, radius, generator) for _ in range(n_samples)])
 
 
-def _explain_checked(explain_fn: ExplainFn, model: torch.nn.Module, x: torch.Tensor, tgt: torch.Tensor, like: tuple[int, ...] | None) -> torch.Tensor:
+def _explain_checked(explain_fn: ExplainFn, model: torch.nn.Module, x: torch.Tensor, tgt: torch.Tensor, like: tuple[int, ...] | None,
+                     finite: torch.Tensor | None = None) -> torch.Tensor:
+    """Call ``explain_fn`` and check its output. With a ``finite`` flag (0-dim bool tensor on the device) the
+    finiteness check is accumulated into it instead (no device read-back per chunk; the caller checks
+    the flag once with :func:`_raise_if_not_finite`)."""
     a = explain_fn(model, x, tgt)
     if not isinstance(a, torch.Tensor):
         raise TypeError(f"`explain_fn` must return a torch.Tensor, got {type(a).__name__}")
@@ -141,9 +157,17 @@ def _explain_checked(explain_fn: ExplainFn, model: torch.nn.Module, x: torch.Ten
         raise ValueError(f"`explain_fn` returned {a.shape[0]} attributions for {x.shape[0]} inputs")
     if like is not None and tuple(a.shape[1:]) != like:
         raise ValueError(f"`explain_fn` returned attributions of shape {tuple(a.shape[1:])} per input, expected {like} (the shape of `attributions`)")
-    if not bool(torch.isfinite(a).all()):
+    if finite is not None:
+        finite &= torch.isfinite(a).all()
+    elif not bool(torch.isfinite(a).all()):
         raise ValueError("`explain_fn` returned NaN or inf attributions")
     return a.detach()
+
+
+def _raise_if_not_finite(finite: torch.Tensor) -> None:
+    """The deferred check of :func:`_explain_checked` (one device read-back per call of a metric)."""
+    if not bool(finite):
+        raise ValueError("`explain_fn` returned NaN or inf attributions")
 
 
 # ------------------------------------------------------------------------------------------ engine
@@ -199,7 +223,10 @@ def sensitivity_samples(
     tgt = _targets(target, n, device)
 
     if attributions is None:
-        a0 = torch.cat([_explain_checked(explain_fn, model, xd[s : s + batch_size], tgt[s : s + batch_size], None) for s in range(0, n, batch_size)])
+        finite0 = torch.ones((), dtype=torch.bool, device=device)
+        a0 = torch.cat([_explain_checked(explain_fn, model, xd[s : s + batch_size], tgt[s : s + batch_size], None, finite0)
+                        for s in range(0, n, batch_size)])
+        _raise_if_not_finite(finite0)
     else:
         a0 = check_tensor(attributions, "attributions").to(device)
         if a0.shape[0] != n:
@@ -221,17 +248,20 @@ def sensitivity_samples(
     total = m * n
     out = torch.empty(total, device=device, dtype=torch.float32)
     like = tuple(a0.shape[1:])
+    finite = torch.ones((), dtype=torch.bool, device=device)
     for start in range(0, total, batch_size):
-        idx = torch.arange(start, min(start + batch_size, total), device=device)
+        stop = min(start + batch_size, total)
+        idx = torch.arange(start, stop, device=device)
         j, i = idx // n, idx % n
-        xp = xd[i] + stream.rows(j, i)
-        ap = _explain_checked(explain_fn, model, xp, tgt[i], like).reshape(idx.shape[0], -1).float()
+        xp = xd[i] + stream.rows(j, i, (start // n, (stop - 1) // n))
+        ap = _explain_checked(explain_fn, model, xp, tgt[i], like, finite).reshape(idx.shape[0], -1).float()
         d = (a0_flat[i] - ap).norm(dim=1)
         if norm == "squared":
             d = d * d
         elif norm == "relative":
             d = d / a0_flat[i].norm(dim=1)
         out[idx] = d
+    _raise_if_not_finite(finite)
     return out.view(m, n).t().contiguous().to(out_device)
 
 

@@ -7,12 +7,17 @@ GRADIENT_METHODS = [
     "smoothgrad", "vargrad", "gradient_shap", "gradcam",
 ]
 
+# the ImageNet models of the paper's Tables 1-3 (VGG16 first: the main sections use it in the paper profile)
+PAPER_TV_MODELS = ["tv:vgg16", "tv:resnet18", "tv:mobilenet_v2", "tv:densenet121", "tv:vit_b_16"]
+
 SCHEMA = NotebookSchema(
     notebook_id="04_optimized_aggregation",
     paper="aggopt: Decker, Bhattarai, Gu, Tresp, Buettner, ICML 2024",
     params=[
-        Param("DATASET", str, "digits", "dataset of the main experiments", choices=["digits", "shapes", "cifar10"]),
-        Param("MODEL", str, "small_cnn", "classifier architecture (xcal_core.models)", choices=["small_cnn", "resnet18_cifar"]),
+        Param("DATASET", str, "digits", "dataset of the main experiments (standin:imagenet: a synthetic stand-in of ImageNet's size)",
+              choices=["digits", "shapes", "cifar10", "imagenet", "standin:imagenet"]),
+        Param("MODEL", str, "small_cnn", "classifier architecture (xcal_core.models; tv:<arch> uses torchvision's pretrained weights)",
+              choices=["small_cnn", "resnet18_cifar", *PAPER_TV_MODELS]),
         Param("N_TRAIN", int, 3000, "training images (at most the split size)", low=64, high=100_000),
         Param("N_EPOCHS", int, 15, "training epochs", low=1, high=300),
         Param("LR", float, 2e-3, "Adam learning rate", low=1e-6, high=1.0),
@@ -39,6 +44,11 @@ SCHEMA = NotebookSchema(
         Param("LOC_N_IMAGES", int, 16, "images of the localization section", low=1, high=10_000),
         Param("LOC_M_AGG", int, 10, "metric samples for the localization weights", low=1, high=10_000),
         Param("BATCH_SIZE", int, 512, "perturbed inputs per explanation call / forward pass", low=1, high=65_536),
+        Param("MORE_MODELS", list, [], "further models scored with the Table 1-2 protocol, each as dataset=model (e.g. imagenet=tv:resnet18)", item_type=str),
+        Param("IMAGENET_N_TRAIN", int, 2000, "training images loaded from ImageNet (used only to train on a stand-in)", low=16, high=1_000_000),
+        Param("IMAGE_SIZE", int, 0, "image side for imagenet and stand-ins (0: the dataset's own size)", low=0, high=1024),
+        Param("STANDIN_IF_MISSING", bool, False, "use a synthetic stand-in of the real size when a real dataset is absent (said plainly)"),
+        Param("STANDIN_EPOCHS", int, 2, "training epochs of a model on a stand-in when no weights are given", low=1, high=500),
     ],
     profiles={
         "smoke": {
@@ -50,10 +60,15 @@ SCHEMA = NotebookSchema(
         },
         "workshop": {},
         "paper": {
-            "DATASET": "cifar10", "MODEL": "resnet18_cifar", "N_TRAIN": 50_000, "N_EPOCHS": 30, "N_IMAGES": 500,
-            "PATCH": 4, "IG_STEPS": 50, "NOISE_SAMPLES": 20, "SHAP_SAMPLES": 256, "BLUR_SIGMA": 2.0,
+            # ImageNet validation folder, pretrained torchvision models (VGG16 in the main sections, the others
+            # in section 11 with the CIFAR-10 ResNet-18 trained here), 500 images as in the paper
+            "DATASET": "imagenet", "MODEL": "tv:vgg16", "N_TRAIN": 50_000, "N_EPOCHS": 30, "N_IMAGES": 500,
+            "MORE_MODELS": [f"imagenet={m}" for m in PAPER_TV_MODELS[1:]] + ["cifar10=resnet18_cifar"],
+            "PATCH": 16, "IG_STEPS": 50, "NOISE_SAMPLES": 20, "SHAP_SAMPLES": 256, "BLUR_SIGMA": 8.0,
             "N_TIMING": 50, "LOC_N_TRAIN": 3000, "LOC_N_EPOCHS": 15, "LOC_N_IMAGES": 100, "LOC_M_AGG": 50,
-            "BATCH_SIZE": 1024,
+            # back-propagated chunks of 256 inputs at 224 px (VGG16: ~25-30 GB of activations and their
+            # gradients in fp32), within an 80 GB GPU with room for the perturbation stacks
+            "BATCH_SIZE": 256,
         },
     },
 )
