@@ -12,27 +12,30 @@ forward passes for Infidelity / Faithfulness Correlation), as bare PyTorch, with
 could show over Quantus; ``ours/floor`` is what our engine spends on top of those passes (1.0 = nothing).
 ``rel.diff`` is max |quantus - ours| / max |quantus| over the samples; the script stops if it exceeds 1e-4.
 
-What the numbers say. Measured 2026-11-23 on the 2-core workshop CPU (``--clock cpu --threads 1``, 64 images,
-200 draws, best of 3, other jobs only lightly loading the machine); the output of a run is the authority:
+What the numbers say. Measured 2026-11-23 on the idle 2-core workshop CPU with both cores (``--threads 2``, the
+default; 64 images, 200 draws, best of 3, wall clock); the output of a run is the authority:
 
     model      metric                    quantus  ours     ours vs quantus  quantus/floor  ours/floor  rel.diff
-    small_cnn  avg_sensitivity           1.27 s   0.50 s    2.6x             2.7x          1.06x       1e-07
-    small_cnn  max_sensitivity           1.30 s   0.50 s    2.6x             2.8x          1.08x       1e-07
-    small_cnn  faithfulness_correlation  0.72 s   0.22 s    3.2x             4.1x          1.28x       2e-07
-    small_cnn  infidelity                0.51 s   0.19 s    2.7x             3.1x          1.14x       3e-07
-    linear     avg_sensitivity           0.45 s   0.031 s  14.5x           243x           17x          2e-07
-    linear     max_sensitivity           0.44 s   0.030 s  14.4x           233x           16x          9e-08
-    linear     faithfulness_correlation  0.37 s   0.012 s  30.4x           466x           15x          2e-07
-    linear     infidelity                0.28 s   0.011 s  24.5x           366x           15x          6e-07
+    small_cnn  avg_sensitivity           0.86 s   0.36 s    2.4x             3.3x          1.38x       1e-07
+    small_cnn  max_sensitivity           0.95 s   0.26 s    3.6x             3.6x          1.00x       1e-07
+    small_cnn  faithfulness_correlation  0.58 s   0.13 s    4.6x             5.8x          1.26x       2e-07
+    small_cnn  infidelity                0.43 s   0.11 s    3.8x             4.7x          1.21x       3e-07
+    linear     avg_sensitivity           0.43 s   0.028 s  15.0x           328x           22x          2e-07
+    linear     max_sensitivity           0.43 s   0.029 s  14.9x           327x           22x          9e-08
+    linear     faithfulness_correlation  0.36 s   0.011 s  32.0x           824x           26x          2e-07
+    linear     infidelity                0.26 s   0.010 s  26.0x           626x           24x          6e-07
+
+With one thread (``--threads 1 --clock cpu``, same day) the small CNN gave 2.6-3.2x with quantus/floor 2.7-4.1x,
+and the linear model 14-30x.
 
 * ``--model linear`` (64 -> 10 softmax): the model passes cost almost nothing; Quantus' per-draw Python and numpy
   work (perturbation, ``np.allclose`` "perturbation caused no change" checks on every sample and draw, attribution
-  asserts, numpy <-> torch copies) is the whole cost, and ours is 14-30x faster: the >= 10x target holds.
+  asserts, numpy <-> torch copies) is the whole cost, and ours is 15-32x faster: the >= 10x target holds.
 * ``--model small_cnn`` (the digits CNN of the notebooks, 4 conv layers + BatchNorm): the >= 10x target is NOT
   reachable on a CPU, by any implementation. Both sides must run the same m x N = 12 800 input-gradient passes
   (the sensitivity metrics re-explain every perturbed input; that backward pass *is* the explanation) or forward
-  passes (Infidelity / FCOR), and those passes alone (the floor, at its best batch size) already take 1/2.7 to
-  1/4.1 of Quantus' total time. Ours runs at 1.06-1.28x the floor (one chunked explanation call per batch of
+  passes (Infidelity / FCOR), and those passes alone (the floor, at its best batch size) already take 1/3.3 to
+  1/5.8 of Quantus' total time. Ours runs at 1.0-1.4x the floor (one chunked explanation call per batch of
   perturbed inputs of all samples, one chunked forward per batch of masked inputs, the clean forward once,
   inference mode, no per-sample loops or numpy round trips), so its speedup is capped by ``quantus/floor``. Quantus
   runs no model pass these estimators could skip (one clean forward per batch plus one pass per draw; with
@@ -40,7 +43,7 @@ What the numbers say. Measured 2026-11-23 on the 2-core workshop CPU (``--clock 
   remove and nothing beneath the floor without reducing the number of draws. Only hardware on which the passes get much cheaper relative to
   Quantus' host-side numpy work (a GPU; not measured here) or a cheaper model moves the ratio.
 
-    python benchmarks/bench_metrics.py [--model both] [--n 64] [--samples 200] [--threads 1] [--repeats 3] [--clock wall]
+    python benchmarks/bench_metrics.py [--model both] [--n 64] [--samples 200] [--threads N] [--repeats 3] [--clock wall]
 """
 
 from __future__ import annotations
@@ -190,7 +193,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=64, help="images (digits test split)")
     ap.add_argument("--samples", type=int, default=200, help="noise draws / masks per image (paper: 200)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both sides")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for both sides (default: all cores)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per side; the best is reported")
     ap.add_argument("--model", choices=["small_cnn", "linear", "both"], default="both",
                     help="small_cnn (compute-bound on CPU), a linear softmax model on the 64 pixels (overhead-bound), or both")
@@ -199,7 +202,9 @@ def main() -> None:
     args = ap.parse_args()
     global clock
     clock = CLOCK[args.clock]
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
     warnings.filterwarnings("ignore")
 
     kinds = ["small_cnn", "linear"] if args.model == "both" else [args.model]
