@@ -139,16 +139,21 @@ def test_ensemble_of_identical_members_zero_std():
     assert torch.equal(d.std(0), torch.zeros_like(d[0]))
 
 
-@pytest.mark.parametrize("kind", ["mc_dropout", "dropconnect", "flipout", "ensemble", "ensemble_loop"])
-def test_vectorized_equals_looped_and_realisations_differ(kind):
+def _realisations(kind, t):
+    """T frozen realisations of one UE kind; "ensemble" stacks and vmaps 3 members, "ensemble_loop" (the CPU
+    default) loops over them inside the batched pass."""
     if kind.startswith("ensemble"):
         r = sample_realisations([cnn(seed=s) for s in range(3)])
-        # "ensemble": members stacked and vmapped; "ensemble_loop": the CPU default, a member loop in the batched pass
         r.stack_members = kind == "ensemble"
-    else:
-        base = cnn(p=0.4) if kind == "mc_dropout" else cnn()
-        m = {"mc_dropout": base, "dropconnect": to_dropconnect(base, 0.4), "flipout": to_flipout(base, rho_init=-2.0)}[kind]
-        r = sample_realisations(m, 3, generator=gen(0))
+        return r
+    base = cnn(p=0.4) if kind == "mc_dropout" else cnn()
+    m = {"mc_dropout": base, "dropconnect": to_dropconnect(base, 0.4), "flipout": to_flipout(base, rho_init=-2.0)}[kind]
+    return sample_realisations(m, t, generator=gen(0))
+
+
+@pytest.mark.parametrize("kind", ["mc_dropout", "dropconnect", "flipout", "ensemble", "ensemble_loop"])
+def test_vectorized_equals_looped_and_realisations_differ(kind):
+    r = _realisations(kind, 3)
     for method, kw in [("guided_backprop", {}), ("integrated_gradients", {"steps": 6})]:
         vec = explanation_distribution(r, X, "predicted", method, vectorize=True, batch_size=48, **kw)
         loop = explanation_distribution(r, X, "predicted", method, vectorize=False, **kw)
@@ -163,13 +168,7 @@ def test_vectorized_equals_looped_and_realisations_differ(kind):
 def test_vectorized_lime_equals_the_loop(kind):
     # common coalitions for every realisation: the vectorized path draws them once, the loop once per
     # realisation from the same generator state, so the two give the same numbers
-    if kind.startswith("ensemble"):
-        r = sample_realisations([cnn(seed=s) for s in range(3)])
-        r.stack_members = kind == "ensemble"
-    else:
-        base = cnn(p=0.4) if kind == "mc_dropout" else cnn()
-        m = {"mc_dropout": base, "dropconnect": to_dropconnect(base, 0.4), "flipout": to_flipout(base, rho_init=-2.0)}[kind]
-        r = sample_realisations(m, 4, generator=gen(0))
+    r = _realisations(kind, 4)
     for score in ("logit", "probability"):
         kw = dict(n_samples=40, feature_mask=MASK, score=score)
         vec = explanation_distribution(r, X, "predicted", "lime", vectorize=True, batch_size=37, generator=gen(3), **kw)
