@@ -674,7 +674,31 @@ def test_load_or_standin_falls_back_only_when_asked(tmp_path):
     # present data is loaded as is; names without a stand-in re-raise
     assert not is_standin(load_or_standin("wine", standin_if_missing=True))
     with pytest.raises(FileNotFoundError):
-        load_or_standin("stl10", data_dir=tmp_path, standin_if_missing=True)
+        load_or_standin("food101", data_dir=tmp_path / "nothing_here", standin_if_missing=False)
+    with pytest.raises(FileNotFoundError, match="openml:nonexistent_set"):
+        load_or_standin("openml:nonexistent_set", data_dir=tmp_path, standin_if_missing=True)
+
+
+def test_standins_of_the_uq_and_idexpo_paper_sets(tmp_path):
+    from xcal_core.data import data_source_note, load_or_standin
+
+    # STL-10 (ID-ExpO): 5 000 labelled training and 8 000 test images of 96 x 96, 10 classes
+    full = load_dataset("standin:stl10", image_size=8, n_train=None, n_cal=None, n_test=None)
+    assert (len(full.train) + len(full.cal), len(full.test)) == (5000, 8000) and full.info.n_classes == 10
+    stl = load_or_standin("stl10", data_dir=tmp_path, standin_if_missing=True, n_train=12, n_cal=6, n_test=6)
+    assert stl.info.name == "standin:stl10" and stl.info.input_shape == (3, 96, 96)
+    # California housing (UQ regression): 20 640 rows, 8 features, a standardized real target, said plainly
+    reg = load_or_standin("california_housing", data_dir=tmp_path, standin_if_missing=True)
+    _check_common(reg)
+    assert reg.info.task == "regression" and reg.info.input_shape == (8,)
+    assert len(reg.train) + len(reg.cal) + len(reg.test) == 20_640
+    assert reg.train.y.dtype == torch.float32 and abs(float(reg.train.y.mean())) < 1e-3
+    assert abs(float(reg.train.y.std()) - 1) < 1e-2
+    assert "regression" in data_source_note(reg) and data_source_note(reg).startswith("STAND-IN DATA")
+    # the target depends on the first 5 features only (Friedman #1), so a linear fit leaves the noise features ~0
+    x, y = reg.train.x.double(), reg.train.y.double()
+    w = torch.linalg.lstsq(torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1), y[:, None]).solution[:8, 0]
+    assert w[:2].abs().min() > 0.2 and w[5:].abs().max() < 0.05, w
 
 
 def _jpeg(path, color, size=(30, 24)):

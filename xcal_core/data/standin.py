@@ -7,7 +7,7 @@ claims; it exists to exercise the paper-scale code path (memory, batch sizes, ti
 carries ``info.extra["standin"] = True`` and a ``"source"`` that says so; notebooks print
 :func:`data_source_note` for each dataset they load.
 
-Images (``imagenet``, ``cifar100``, ``food101``, ``cub200``) are structured and class-dependent, not
+Images (``imagenet``, ``cifar10``, ``cifar100``, ``stl10``, ``food101``, ``cub200``) are structured and class-dependent, not
 noise: class ``c`` has a fixed prototype (background and object colours, an oriented sinusoidal
 texture, an object shape (disk, square or diamond) of a given size at a given place), and every image
 jitters it (object position and size, texture phase, brightness, a smooth low-frequency noise field).
@@ -17,7 +17,10 @@ per class it stays far from perfect, as a real model would on a hard task.
 
 Tabular stand-ins (``electricity``, ``covertype``, ``credit``, ``pol``: the Grinsztajn et al. 2022
 versions used by ReCalX) have the real number of rows and numeric features and two classes, drawn from
-``sklearn.datasets.make_classification`` with a seeded, dataset-specific informative subset.
+``sklearn.datasets.make_classification`` with a seeded, dataset-specific informative subset. The
+regression stand-in ``california_housing`` (20 640 rows, 8 features, the set of Mulye &
+Valdenegro-Toro) is Friedman's #1 function (``make_friedman1``: 5 informative features, 3 pure noise)
+with its target standardized like the real loader's.
 
 Prototypes depend on the dataset name only (not on ``seed``), so different seeds give different
 samples and splits of the same task. Only the selected samples are rendered, in chunks.
@@ -57,7 +60,7 @@ class StandinSpec:
     Attributes:
         kind: ``"image"`` or ``"tabular"``.
         real: the real dataset's registry name (what the stand-in replaces).
-        n_classes: number of classes K.
+        n_classes: number of classes K (0 for a regression target).
         image_size: side of the square RGB images (images only).
         n_features: number of numeric features (tabular only).
         n_official_train, n_official_test: sizes of the official train / test splits (0 for a pool
@@ -89,6 +92,8 @@ STANDINS: dict[str, StandinSpec] = {
     "cifar10": StandinSpec("image", "cifar10", 10, image_size=32, n_official_train=50_000, n_official_test=10_000),
     # CIFAR-100: 50 000 / 10 000 images of 32 x 32, 100 classes
     "cifar100": StandinSpec("image", "cifar100", 100, image_size=32, n_official_train=50_000, n_official_test=10_000),
+    # STL-10: the 5 000 labelled training / 8 000 test images of 96 x 96, 10 classes
+    "stl10": StandinSpec("image", "stl10", 10, image_size=96, n_official_train=5000, n_official_test=8000),
     # Food-101: 75 750 / 25 250 images, 101 classes, 224 x 224 (load_food101 defaults)
     "food101": StandinSpec("image", "food101", 101, image_size=224, n_official_train=75_750, n_official_test=25_250,
                            cal_from="test", defaults=(2000, 2500, 2500)),
@@ -100,6 +105,8 @@ STANDINS: dict[str, StandinSpec] = {
     "covertype": StandinSpec("tabular", "openml:covertype", 2, n_features=10, n_pool=566_602, cal_from="pool"),
     "credit": StandinSpec("tabular", "openml:credit", 2, n_features=10, n_pool=16_714, cal_from="pool"),
     "pol": StandinSpec("tabular", "openml:pol", 2, n_features=26, n_pool=10_082, cal_from="pool"),
+    # California housing (Mulye & Valdenegro-Toro's regression set): 20 640 districts, 8 features, a real target
+    "california_housing": StandinSpec("tabular", "california_housing", 0, n_features=8, n_pool=20_640, cal_from="pool"),
 }
 """Stand-in name -> :class:`StandinSpec` (``load_dataset("standin:<name>")``)."""
 
@@ -291,22 +298,27 @@ def _stratified(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _load_standin_tabular(name: str, spec: StandinSpec, *, seed: int, n_train, n_cal, n_test, n_samples,
                           cal_fraction) -> Dataset:
-    from sklearn.datasets import make_classification
+    from sklearn.datasets import make_classification, make_friedman1
 
     n = spec.n_pool if n_samples is None else check_int(n_samples, "n_samples", low=20)
     d = spec.n_features
     rs = int(_rng(seed, f"standin-{name}").integers(0, 2**31 - 1))
-    n_inf = max(2, d // 2)
-    x, y = make_classification(n_samples=n, n_features=d, n_informative=n_inf, n_redundant=min(2, d - n_inf),
-                               n_repeated=0, n_classes=2, n_clusters_per_class=3, class_sep=0.8, flip_y=0.05,
-                               shuffle=True, random_state=rs)
+    if spec.n_classes == 0:  # regression: Friedman #1 (5 informative non-linear features, the rest noise)
+        x, y = make_friedman1(n_samples=n, n_features=d, noise=1.0, random_state=rs)
+        task, class_names, what = "regression", None, "make_friedman1 regression"
+    else:
+        n_inf = max(2, d // 2)
+        x, y = make_classification(n_samples=n, n_features=d, n_informative=n_inf, n_redundant=min(2, d - n_inf),
+                                   n_repeated=0, n_classes=2, n_clusters_per_class=3, class_sep=0.8, flip_y=0.05,
+                                   shuffle=True, random_state=rs)
+        task, class_names, what = "classification", ["class_0", "class_1"], "make_classification"
     caps = [None if v == "default" else v for v in (n_train, n_cal, n_test)]
     return build_tabular(
-        f"standin:{name}", x, y, task="classification", seed=seed, feature_names=[f"x{j}" for j in range(d)],
-        class_names=["class_0", "class_1"], cal_fraction=0.2 if cal_fraction is None else cal_fraction,
+        f"standin:{name}", x, y, task=task, seed=seed, feature_names=[f"x{j}" for j in range(d)],
+        class_names=class_names, cal_fraction=0.2 if cal_fraction is None else cal_fraction,
         test_fraction=0.2, n_train=caps[0], n_cal=caps[1], n_test=caps[2],
         extra={"standin": True, "replaces": spec.real,
-               "source": f"synthetic stand-in for {spec.real} ({n} rows, {d} features, make_classification); not real data"},
+               "source": f"synthetic stand-in for {spec.real} ({n} rows, {d} features, {what}); not real data"},
     )
 
 
@@ -327,12 +339,12 @@ def load_standin(
     """A synthetic stand-in of a paper dataset, ``"standin:<name>"`` with ``<name>`` in :data:`STANDINS`.
 
     Images: float32 (N, 3, S, S) in [0, 1] with object masks, the real class count, the real official
-    split sizes and the real loader's default caps. Tabular: standardized float32 (N, D), two classes.
+    split sizes and the real loader's default caps. Tabular: standardized float32 (N, D), two classes (``california_housing``: a standardized real target).
     Nothing is read from ``data_dir`` and nothing is downloaded.
 
     Args:
-        spec: the stand-in name (``imagenet``, ``cifar100``, ``food101``, ``cub200``, ``electricity``,
-            ``covertype``, ``credit``, ``pol``).
+        spec: the stand-in name (``imagenet``, ``cifar10``, ``cifar100``, ``stl10``, ``food101``, ``cub200``,
+            ``electricity``, ``covertype``, ``credit``, ``pol``, ``california_housing`` (regression)).
         n_train, n_cal, n_test: caps on the split sizes; ``"default"`` uses the real loader's defaults,
             None the whole split.
         cal_fraction: share of the split the calibration set is carved from (default as the real loader).
@@ -388,11 +400,12 @@ def data_source_note(dataset: Dataset) -> str:
     """
     info = dataset.info
     sizes = f"train {len(dataset.train)}, cal {len(dataset.cal)}, test {len(dataset.test)}"
+    task = "regression" if info.task == "regression" else f"{info.n_classes} classes"
     if is_standin(dataset):
         return (f"STAND-IN DATA: {info.name} is a synthetic stand-in for {info.extra.get('replaces')} "
-                f"(input {tuple(info.input_shape)}, {info.n_classes} classes; {sizes}). It exercises the paper-scale code "
+                f"(input {tuple(info.input_shape)}, {task}; {sizes}). It exercises the paper-scale code "
                 f"path only; its numbers say nothing about the paper's claims.")
-    return f"{info.name}: {info.extra.get('source', 'bundled / generated')} (input {tuple(info.input_shape)}, {info.n_classes} classes; {sizes})"
+    return f"{info.name}: {info.extra.get('source', 'bundled / generated')} (input {tuple(info.input_shape)}, {task}; {sizes})"
 
 
 def load_or_standin(name: str, *, standin_if_missing: bool = False, **kwargs: Any) -> Dataset:
