@@ -1,14 +1,20 @@
-"""The ``paper`` profiles of notebooks 01, 02 and 04 run end to end (on the CPU, without real data).
+"""The ``paper`` profiles of notebooks 01 to 05 run end to end (on the CPU, without real data).
 
 Each test executes a notebook with ``PROFILE="paper"`` and the paper profile's own dataset and model
-lists (ImageNet with ResNet50 / DenseNet121 / ViT-B/16 and the OpenML tabular suite for 01; CIFAR-100
-with VGG16-BN and ResNet-32, Food-101 with ResNet-50, CUB-200-2011 with EfficientNet-B0 for 02; ImageNet
-with VGG16 / ResNet18 / MobileNetV2 / DenseNet121 / ViT-B/16 and CIFAR-10 with ResNet-18 for 04), an
-empty ``DATA_DIR`` and ``STANDIN_IF_MISSING=True``, so every dataset falls back to its synthetic
-stand-in. Only the counts are overridden (tiny sample and step counts, 32 x 32 images, one training
-epoch, small batch sizes), so the test exercises the paper code path (loops over models, stand-in
-fallbacks, randomly initialised torchvision models trained on the stand-ins, per-seed retraining, the
-``AMP`` and ``GRAD_BATCH_SIZE`` plumbing, which is a no-op on the CPU) in well under a minute each.
+lists, an empty ``DATA_DIR`` and ``STANDIN_IF_MISSING=True``, so every dataset falls back to its
+synthetic stand-in:
+
+- 01: ImageNet with ResNet50 / DenseNet121 / ViT-B/16, and the OpenML tabular suite;
+- 02: CIFAR-100 with VGG16-BN and ResNet-32, Food-101 with ResNet-50, CUB-200-2011 with EfficientNet-B0;
+- 03: CIFAR-10 with the four UE twins of the width-32 small CNN, California housing with an MLP family;
+- 04: ImageNet with VGG16 / ResNet18 / MobileNetV2 / DenseNet121 / ViT-B/16, CIFAR-10 with ResNet-18;
+- 05: CIFAR-10 and STL-10 with the CIFAR ResNet-18, breast cancer (bundled) with an MLP.
+
+Only the counts are overridden (tiny sample and step counts, 32 x 32 images, 16 x 16 for 03 and 05,
+one training epoch, small batch sizes), so the tests exercise the paper code path (loops over models,
+stand-in fallbacks, randomly initialised torchvision models trained on the stand-ins, per-seed
+retraining, the ``AMP`` and ``GRAD_BATCH_SIZE`` plumbing, which is a no-op on the CPU) in about a
+minute each.
 
 Note on the overrides: a papermill value equal to the schema default counts as "not given" and the
 profile preset wins (``xcal_core.params`` resolution rule), so every override below differs from the
@@ -175,3 +181,71 @@ def test_nb04_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     # every claim says it was computed on stand-in data
     assert {"C1", "C4", "C8"} <= set(claims.claim_id)
     assert claims.statement.str.contains(r"\[STAND-IN DATA: standin:").all()
+
+
+NB03_UE = ["mc_dropout", "dropconnect", "flipout", "ensemble"]
+NB03_TINY = {
+    "IMAGE_SIZE": 16, "N_TRAIN": 64, "N_TEST": 100, "N_EPOCHS": 1, "N_REALISATIONS": 3, "N_MEMBERS": 2, "IG_STEPS": 4,
+    "LIME_SAMPLES": 20, "N_EXPLAIN": 10, "N_EXPLAIN_LIME": 4, "PERTURB_STEP_FRACTION": 0.1, "REG_EPOCHS": 2, "N_SHOW": 1,
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_nb03_paper_profile_runs_on_standins(tmp_path, monkeypatch):
+    # the paper profile itself: CIFAR-10 with the width-32 miniVGG-like CNN, California housing, T = 50, M = 10
+    paper, _ = resolve_params(load_schema("03_uncertainty_of_explanations"), {"PROFILE": "paper"})
+    assert (paper["DATASETS"], paper["REGRESSION_DATASET"], paper["CNN_WIDTH"]) == (["cifar10"], "california_housing", 32)
+    assert (paper["N_REALISATIONS"], paper["N_MEMBERS"], paper["UE_METHODS"]) == (50, 10, NB03_UE)
+    run_dir = _run_paper("03_uncertainty_of_explanations", NB03_TINY, tmp_path, monkeypatch)
+    out = _stream_text(run_dir)
+    assert "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes" in out
+    assert "STAND-IN DATA: standin:california_housing is a synthetic stand-in for california_housing (input (8,), regression" in out
+    assert "STAND-IN DATA in this run (standin:california_housing, standin:cifar10)" in out
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    claims = pd.read_csv(run_dir / "claims.csv")
+    # every UE method has its explanation-uncertainty rows on both stand-ins, labelled with the stand-in's name
+    eu = metrics[metrics.experiment == "explanation_uncertainty"]
+    assert set(eu.dataset) == {"standin:cifar10", "standin:california_housing"}
+    for ds in ("standin:cifar10", "standin:california_housing"):
+        assert set(eu[eu.dataset == ds].model) == set(NB03_UE)
+    assert set(metrics[metrics.experiment == "insertion_deletion/mean"].model) == set(NB03_UE)
+    # every claim says it was computed on stand-in data (claim ids keep the paper's dataset names)
+    assert {"U1_cifar10", "U2_cifar10", "U4_cifar10", "U1_california_housing"} <= set(claims.claim_id)
+    assert claims.statement.str.contains(r"\[STAND-IN DATA", regex=True).all()
+
+
+NB05_TINY = {
+    # 16 x 16 images: 2 x 2 Grad-CAM cells of the CIFAR ResNet-18 and 4 LIME cells keep the ID-ExpO steps cheap on the CPU
+    "IMAGE_SIZE": 16, "N_TRAIN": 32, "N_VAL": 16, "N_TEST": 16, "PRETRAIN_EPOCHS": 1, "EPOCHS": 1, "N_SEEDS": 2,
+    "LAMBDA1_GRID": [0.1], "ETAS": [1.0, 3.0], "TAUS": [1.0, 1024.0], "LIME_CELL": 8, "LIME_SAMPLES": 4, "KERNELSHAP_SAMPLES": 8,
+    "SENS_NS": [1, 4], "SENS_SAMPLES": 5, "N_SHOW": 2,
+}
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_nb05_paper_profile_runs_on_standins(tmp_path, monkeypatch):
+    # the paper profile itself: CIFAR-10 and STL-10 with the CIFAR ResNet-18, 100 fine-tuning epochs, breast cancer for KernelSHAP
+    paper, _ = resolve_params(load_schema("05_idexpo_training"), {"PROFILE": "paper"})
+    assert (paper["IMAGE_DATASETS"], paper["MODEL"], paper["EPOCHS"]) == (["cifar10", "stl10"], "resnet18_cifar", 100)
+    assert paper["TABULAR_DATASET"] == "breast_cancer"
+    run_dir = _run_paper("05_idexpo_training", NB05_TINY, tmp_path, monkeypatch)
+    out = _stream_text(run_dir)
+    assert "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes" in out
+    assert "STAND-IN DATA: standin:stl10 is a synthetic stand-in for stl10 (input (3, 16, 16), 10 classes" in out
+    assert "STAND-IN DATA in this run (standin:cifar10, standin:stl10)" in out
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    claims = pd.read_csv(run_dir / "claims.csv")
+    # the Grad-CAM comparison ran on both stand-ins, labelled with the stand-in's name, for the paper's model
+    gc = metrics[metrics.experiment == "gradcam"]
+    for ds in ("standin:cifar10", "standin:stl10"):
+        rows = gc[gc.dataset == ds]
+        assert set(rows.method) == {"pretrained", "ce_only", "idexpo"} and set(rows.model) == {"resnet18_cifar"}
+    # LIME and second-order Grad-CAM on the first dataset, KernelSHAP on the bundled tabular set
+    assert set(metrics[metrics.experiment == "lime"].dataset) == {"standin:cifar10"}
+    assert set(metrics[metrics.experiment == "gradcam_second_order"].dataset) == {"standin:cifar10"}
+    assert set(metrics[metrics.experiment == "kernelshap"].dataset) == {"breast_cancer"}
+    # every claim says it was computed on stand-in data (claim ids keep the paper's dataset names)
+    assert {"gradcam_ins_del_cifar10", "gradcam_ins_del_stl10", "lime_ins_del_cifar10"} <= set(claims.claim_id)
+    assert claims.statement.str.contains(r"[STAND-IN DATA: standin:cifar10, standin:stl10]", regex=False).all()

@@ -45,6 +45,8 @@ SCHEMA = NotebookSchema(
         Param("SENS_NS", list, [1, 2, 4, 8], "subset sizes n of sensitivity-n (in features)", item_type=int, low=1, high=100_000),
         Param("SENS_SAMPLES", int, 50, "random subsets per n and sample for sensitivity-n", low=5, high=10_000),
         Param("N_SHOW", int, 4, "test images in the qualitative figure", low=1, high=16),
+        Param("IMAGE_SIZE", int, 0, "image side for cifar10/stl10 and stand-ins (0: the dataset's own size)", low=0, high=1024),
+        Param("STANDIN_IF_MISSING", bool, False, "use a synthetic stand-in of the real size when a real dataset is absent (said plainly)"),
     ],
     profiles={
         "smoke": {"IMAGE_DATASETS": ["digits"], "N_TRAIN": 128, "N_VAL": 48, "N_TEST": 48, "PRETRAIN_EPOCHS": 10,
