@@ -84,6 +84,15 @@ def _stream_text(run_dir: Path) -> str:
                    if o.get("output_type") == "stream")
 
 
+def _run_announced(notebook_id: str, overrides: dict, notes: list[str], tmp_path: Path, monkeypatch):
+    """Run a paper profile on stand-ins, check that each line of ``notes`` was printed, return (metrics, claims)."""
+    run_dir = _run_paper(notebook_id, overrides, tmp_path, monkeypatch)
+    out = _stream_text(run_dir)
+    for note in notes:
+        assert note in out, note
+    return pd.read_csv(run_dir / "metrics.csv"), pd.read_csv(run_dir / "claims.csv")
+
+
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_nb01_paper_profile_runs_on_standins(tmp_path, monkeypatch):
@@ -197,13 +206,10 @@ def test_nb03_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     paper, _ = resolve_params(load_schema("03_uncertainty_of_explanations"), {"PROFILE": "paper"})
     assert (paper["DATASETS"], paper["REGRESSION_DATASET"], paper["CNN_WIDTH"]) == (["cifar10"], "california_housing", 32)
     assert (paper["N_REALISATIONS"], paper["N_MEMBERS"], paper["UE_METHODS"]) == (50, 10, NB03_UE)
-    run_dir = _run_paper("03_uncertainty_of_explanations", NB03_TINY, tmp_path, monkeypatch)
-    out = _stream_text(run_dir)
-    assert "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes" in out
-    assert "STAND-IN DATA: standin:california_housing is a synthetic stand-in for california_housing (input (8,), regression" in out
-    assert "STAND-IN DATA in this run (standin:california_housing, standin:cifar10)" in out
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    claims = pd.read_csv(run_dir / "claims.csv")
+    metrics, claims = _run_announced("03_uncertainty_of_explanations", NB03_TINY, [
+        "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes",
+        "STAND-IN DATA: standin:california_housing is a synthetic stand-in for california_housing (input (8,), regression",
+        "STAND-IN DATA in this run (standin:california_housing, standin:cifar10)"], tmp_path, monkeypatch)
     # every UE method has its explanation-uncertainty rows on both stand-ins, labelled with the stand-in's name
     eu = metrics[metrics.experiment == "explanation_uncertainty"]
     assert set(eu.dataset) == {"standin:cifar10", "standin:california_housing"}
@@ -230,13 +236,10 @@ def test_nb05_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     paper, _ = resolve_params(load_schema("05_idexpo_training"), {"PROFILE": "paper"})
     assert (paper["IMAGE_DATASETS"], paper["MODEL"], paper["EPOCHS"]) == (["cifar10", "stl10"], "resnet18_cifar", 100)
     assert paper["TABULAR_DATASET"] == "breast_cancer"
-    run_dir = _run_paper("05_idexpo_training", NB05_TINY, tmp_path, monkeypatch)
-    out = _stream_text(run_dir)
-    assert "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes" in out
-    assert "STAND-IN DATA: standin:stl10 is a synthetic stand-in for stl10 (input (3, 16, 16), 10 classes" in out
-    assert "STAND-IN DATA in this run (standin:cifar10, standin:stl10)" in out
-    metrics = pd.read_csv(run_dir / "metrics.csv")
-    claims = pd.read_csv(run_dir / "claims.csv")
+    metrics, claims = _run_announced("05_idexpo_training", NB05_TINY, [
+        "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes",
+        "STAND-IN DATA: standin:stl10 is a synthetic stand-in for stl10 (input (3, 16, 16), 10 classes",
+        "STAND-IN DATA in this run (standin:cifar10, standin:stl10)"], tmp_path, monkeypatch)
     # the Grad-CAM comparison ran on both stand-ins, labelled with the stand-in's name, for the paper's model
     gc = metrics[metrics.experiment == "gradcam"]
     for ds in ("standin:cifar10", "standin:stl10"):
