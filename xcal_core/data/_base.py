@@ -507,6 +507,40 @@ def official_split_indices(
 # ----------------------------------------------------------------------------------------------
 
 
+def cal_from_test_indices(
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    seed: int,
+    cal_fraction: float,
+    n_train: int | None,
+    n_cal: int | None,
+    n_test: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices for datasets whose calibration split comes from the official **test** split (Calibrate to
+    Interpret's protocol for Food-101 and CUB): a stratified order of the test split gives the first
+    ``cal_fraction`` to calibration and the rest to evaluation (disjoint); the training split is a
+    stratified subsample of the official training split.
+
+    Returns:
+        ``train_idx`` into the official training arrays, ``cal_idx`` and ``test_idx`` into the test arrays.
+    """
+    cal_fraction = check_fraction(cal_fraction, "cal_fraction", open_low=True, open_high=True)
+    caps = [_check_cap(n_train, "n_train"), _check_cap(n_cal, "n_cal"), _check_cap(n_test, "n_test")]
+    n_te_all = len(y_test)
+    n_ca_full = int(round(cal_fraction * n_te_all))
+    n_tr = len(y_train) if caps[0] is None else min(len(y_train), caps[0])
+    n_ca = n_ca_full if caps[1] is None else min(n_ca_full, caps[1])
+    n_te = n_te_all - n_ca_full if caps[2] is None else min(n_te_all - n_ca_full, caps[2])
+    for s, split_name in zip((n_tr, n_ca, n_te), ("train", "cal", "test")):
+        if s <= 0:
+            raise ValueError(f"split `{split_name}` would be empty ({len(y_train)} official training and {n_te_all} test "
+                             f"samples, cal_fraction={cal_fraction})")
+    tr_order = stratified_order(y_train, len(y_train), _rng(seed, "train-subsample"), True)
+    te_order = stratified_order(y_test, n_te_all, _rng(seed, "split"), True)
+    return np.sort(tr_order[:n_tr]), np.sort(te_order[:n_ca]), np.sort(te_order[n_ca_full:n_ca_full + n_te])
+
+
 def _finite_or_raise(a: np.ndarray | torch.Tensor, what: str, dataset: str) -> None:
     arr = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():

@@ -30,6 +30,7 @@ from ._base import (
     Split,
     build_image,
     build_tabular,
+    cal_from_test_indices,
     official_split_indices,
     register_dataset,
     resolve_data_dir,
@@ -553,7 +554,6 @@ def _decode_split(files: list[Path], labels: np.ndarray, idx: np.ndarray, resize
 
 def _fgvc_dataset(name: str, train_files, y_train, test_files, y_test, class_names, *, seed, cal_fraction, n_train,
                   n_cal, n_test, image_size, resize, source) -> Dataset:
-    from .standin import cal_from_test_indices
 
     image_size = check_int(image_size, "image_size", low=8, high=2048)
     resize = check_int(resize, "resize", low=image_size, high=4096)

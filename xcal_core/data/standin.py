@@ -45,6 +45,7 @@ from ._base import (
     _rng,
     build_image,
     build_tabular,
+    cal_from_test_indices,
     official_split_indices,
     register_dataset,
     split_indices,
@@ -247,48 +248,6 @@ def _load_standin_images(name: str, spec: StandinSpec, *, seed: int, n_train, n_
         extra={"standin": True, "replaces": spec.real, "image_size": size,
                "source": f"synthetic stand-in for {spec.real} ({spec.n_classes} classes, {size}x{size} RGB); not real data"},
     )
-
-
-def cal_from_test_indices(
-    y_train: np.ndarray,
-    y_test: np.ndarray,
-    *,
-    seed: int,
-    cal_fraction: float,
-    n_train: int | None,
-    n_cal: int | None,
-    n_test: int | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices for datasets whose calibration split comes from the official **test** split (Calibrate to
-    Interpret's protocol for Food-101 and CUB): a stratified order of the test split gives the first
-    ``cal_fraction`` to calibration and the rest to evaluation (disjoint); the training split is a
-    stratified subsample of the official training split.
-
-    Returns:
-        ``train_idx`` into the official training arrays, ``cal_idx`` and ``test_idx`` into the test arrays.
-    """
-    from .._validation import check_fraction
-
-    cal_fraction = check_fraction(cal_fraction, "cal_fraction", open_low=True, open_high=True)
-    caps = [None if v is None else check_int(v, name, low=1) for v, name in ((n_train, "n_train"), (n_cal, "n_cal"), (n_test, "n_test"))]
-    n_te_all = len(y_test)
-    n_ca_full = int(round(cal_fraction * n_te_all))
-    n_tr = len(y_train) if caps[0] is None else min(len(y_train), caps[0])
-    n_ca = n_ca_full if caps[1] is None else min(n_ca_full, caps[1])
-    n_te = n_te_all - n_ca_full if caps[2] is None else min(n_te_all - n_ca_full, caps[2])
-    for s, split_name in zip((n_tr, n_ca, n_te), ("train", "cal", "test")):
-        if s <= 0:
-            raise ValueError(f"split `{split_name}` would be empty ({len(y_train)} official training and {n_te_all} test "
-                             f"samples, cal_fraction={cal_fraction})")
-    tr_order = _stratified(y_train, _rng(seed, "train-subsample"))
-    te_order = _stratified(y_test, _rng(seed, "split"))
-    return np.sort(tr_order[:n_tr]), np.sort(te_order[:n_ca]), np.sort(te_order[n_ca_full:n_ca_full + n_te])
-
-
-def _stratified(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from ._base import stratified_order
-
-    return stratified_order(y, len(y), rng, True)
 
 
 # ----------------------------------------------------------------------------------------------
