@@ -10,13 +10,14 @@ PYTEST_ARGS ?= -n 2
 PINS     := requirements.txt requirements-nodeps.txt pyproject.toml
 STAMP    := $(VENV)/.xcal-pins-$(shell cat $(PINS) | sha256sum | cut -c1-16)
 
-.PHONY: run test venv kernel bench lab clean-runs help
+.PHONY: run test venv data kernel bench lab clean-runs help
 
 help:
 	@echo "make run    execute notebooks/ in number order (PROFILE=$(PROFILE)) -> papermill_runs/$(PROFILE)/"
 	@echo "make test   run the whole test suite (unit tests + smoke execution of every notebook)"
 	@echo "make lab    start JupyterLab with the xcal kernel"
 	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make data   make sure the real Fashion-MNIST files are there (installs Debian's dataset-fashion-mnist as root)"
 
 venv: $(STAMP)
 
@@ -37,6 +38,29 @@ $(STAMP): $(PINS)
 	@rm -f $(VENV)/.xcal-pins-*
 	@touch $(STAMP)
 
+# Real data, offline: the official Fashion-MNIST idx files. Found under DATA_DIR/fashion-mnist,
+# DATA_DIR/FashionMNIST/raw or /usr/share/datasets/fashion-mnist; when none has them and apt-get can run
+# (as root), Debian's package dataset-fashion-mnist (30 MB) is installed; otherwise this says what to run.
+FIND_FMNIST := $(PY) -c "import sys; from xcal_core.data.fashion_mnist import find_fashion_mnist; sys.exit(find_fashion_mnist() is None)"
+FMNIST_HELP := sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist
+
+data: venv
+	@if $(FIND_FMNIST) 2>/dev/null; then exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "Fashion-MNIST missing: installing Debian's dataset-fashion-mnist (30 MB) with apt-get"; \
+	  { apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; } || \
+	  { echo "apt-get could not install dataset-fashion-mnist; see README (Data)"; exit 1; }; \
+	  $(FIND_FMNIST) || { echo "dataset-fashion-mnist installed, but its files are not where expected"; exit 1; }; \
+	else \
+	  echo "The real Fashion-MNIST files are missing, and this make cannot install them (needs apt-get and root)."; \
+	  echo "Do one of:"; \
+	  echo "  1. $(FMNIST_HELP)"; \
+	  echo "  2. copy the four official idx files (train-images-idx3-ubyte.gz, ...) into data/fashion-mnist/"; \
+	  echo "  3. run a notebook with ALLOW_DOWNLOAD=True to download them with torchvision"; \
+	  exit 1; \
+	fi
+
 kernel: venv
 	@$(PY) -m ipykernel install --sys-prefix --name xcal --display-name "Python (xcal)"
 
@@ -44,10 +68,10 @@ kernel: venv
 # reference run papermill_runs/reference/; a partial or other-profile run does not.
 REFERENCE := $(if $(NOTEBOOKS),,$(if $(filter workshop,$(PROFILE)),--reference papermill_runs/reference,))
 
-run: venv
+run: venv data
 	$(PY) -m xcal_core.run --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS),) $(REFERENCE)
 
-test: venv
+test: venv data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: venv

@@ -13,7 +13,7 @@ from xcal_core.batch import RunSpec, load_sweep, plan_runs, run_batch, summary_t
 
 OK = ('from xcal_core.params import start_run\nrun = start_run("00_quickstart", globals())\n'
       'run.log_metrics([dict(experiment="e", dataset="d", model="m", method="x", metric="seed_echo", value=float(run.seed), higher_is_better=True)])\n'
-      'run.claim("C1", "s", "e", "o", True)\nrun.finish()')
+      'run.claim("C1", "s", "e", "o", "holds")\nrun.claim("C2", "s", "e", "o", "inconclusive", reason="n = 1")\nrun.finish()')
 
 
 def _nb(path, body, params='PROFILE: str = "workshop"  # profile\nSEED: int = 0  # seed\nN_EPOCHS: int = 6  # epochs'):
@@ -89,7 +89,8 @@ def test_local_executor_isolates_failures_and_resumes(nbdir, tmp_path):
     m = json.loads((bad.run_dir / "manifest.json").read_text())
     assert m["status"] == "failed" and "boom" in m["error"]
     assert sum("failed 1" in ln for ln in lines) >= 1 and sum(ln.startswith("[done") for ln in lines) == 2
-    assert summary_table(res)["claims"].tolist() == ["0/0", "1/1"]
+    assert summary_table(res)["claims"].tolist() == ["0 hold, 0 fail, 0 inconclusive of 0",
+                                                     "1 hold, 0 fail, 1 inconclusive of 2"]
     again = run_batch(specs, progress=lines.append)
     assert again[0].status == "skipped"
 

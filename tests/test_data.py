@@ -12,8 +12,10 @@ import hashlib
 import json
 import math
 import pickle
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -779,3 +781,158 @@ def test_cub200_folder(tmp_path):
         load_dataset("cub200", data_dir=tmp_path, image_size=16, resize=18)
     with pytest.raises(FileNotFoundError, match=r"(?s)CUB_200_2011.*images.txt.*CUB_200_2011.tgz"):
         load_dataset("cub200", data_dir=tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------------------------------
+# Fashion-MNIST: the idx parser, the three locations, masks
+# ------------------------------------------------------------------------------------------
+def _idx_bytes(arr):
+    import numpy as np
+
+    arr = np.asarray(arr, dtype=np.uint8)
+    magic = 2051 if arr.ndim == 3 else 2049
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    return header + arr.tobytes()
+
+
+def _write_fashion(folder, n_train=60, n_test=20, fill=0, gz=False):
+    """Small Fashion-MNIST idx files in the official format: class c images are a bright square
+    of side 6 + c at the centre (plus ``fill`` everywhere, to tell folders apart)."""
+    import gzip
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        y = np.arange(n) % 10
+        x = np.full((n, 28, 28), fill, dtype=np.uint8)
+        for i, c in enumerate(y):
+            s = 6 + c
+            x[i, 14 - s // 2: 14 - s // 2 + s, 14 - s // 2: 14 - s // 2 + s] = 200
+        for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
+            name = folder / f"{split}-{kind}-ubyte"
+            data = _idx_bytes(arr)
+            if gz:
+                with gzip.open(str(name) + ".gz", "wb") as fh:
+                    fh.write(data)
+            else:
+                name.write_bytes(data)
+    return folder
+
+
+@pytest.fixture
+def no_system_fashion(tmp_path, monkeypatch):
+    monkeypatch.setenv("XCAL_FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "no-system-copy"))
+
+
+def test_fashion_mnist_reads_official_idx_files(tmp_path, no_system_fashion):
+    from xcal_core.data.fashion_mnist import FASHION_MNIST_CLASSES
+
+    _write_fashion(tmp_path / "fashion-mnist", gz=True)
+    ds = load_dataset("fashion_mnist", data_dir=tmp_path, cal_fraction=0.2, seed=1)
+    assert ds.info.input_shape == (1, 28, 28) and ds.info.n_classes == 10
+    assert ds.info.class_names == FASHION_MNIST_CLASSES and ds.info.class_names[9] == "Ankle boot"
+    assert (len(ds.train), len(ds.cal), len(ds.test)) == (48, 12, 20)  # cal carved from the official train split
+    assert set(torch.bincount(ds.cal.y, minlength=10).tolist()) <= {1, 2}  # stratified: 12 over 10 classes
+    assert ds.train.x.dtype == torch.float32 and float(ds.train.x.max()) == pytest.approx(200 / 255)
+    # the silhouette of class c is the (6 + c)^2 square
+    for split in (ds.train, ds.test):
+        assert split.masks.dtype == torch.bool
+        assert torch.equal(split.masks.sum((1, 2)), (6 + split.y) ** 2)
+    capped = load_dataset("fashion_mnist", data_dir=tmp_path, n_train=10, n_cal=5, n_test=10)
+    assert (len(capped.train), len(capped.cal), len(capped.test)) == (10, 5, 10)
+    assert "fashion-mnist" in ds.info.extra["source"] and "not an annotation" in ds.info.extra["masks"]
+
+
+def test_fashion_mnist_search_order(tmp_path, monkeypatch):
+    system = _write_fashion(tmp_path / "system", fill=3)
+    monkeypatch.setenv("XCAL_FASHION_MNIST_SYSTEM_DIR", str(system))
+    root = tmp_path / "data"
+
+    def source():
+        ds = load_dataset("fashion_mnist", data_dir=root, n_train=10, n_cal=5, n_test=5)
+        return ds.info.extra["source"], round(float(ds.train.x[:, :, 0, 0].max()) * 255)
+
+    assert source() == (str(system), 3)  # 3. the Debian package's folder
+    _write_fashion(root / "FashionMNIST" / "raw", fill=2, gz=True)
+    assert source() == (str(root / "FashionMNIST" / "raw"), 2)  # 2. torchvision's layout wins over 3.
+    own = _write_fashion(root / "fashion-mnist", fill=1)
+    (own / "t10k-labels-idx1-ubyte").unlink()  # an incomplete folder is skipped
+    assert source()[1] == 2
+    _write_fashion(root / "fashion-mnist", fill=1)
+    assert source() == (str(root / "fashion-mnist"), 1)  # 1. <data_dir>/fashion-mnist wins over both
+
+
+def test_fashion_mnist_missing_lists_all_three_ways(tmp_path, no_system_fashion):
+    (tmp_path / "fashion-mnist").mkdir()
+    (tmp_path / "fashion-mnist" / "train-images-idx3-ubyte").write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as e:
+        load_dataset("fashion_mnist", data_dir=tmp_path)
+    msg = str(e.value)
+    assert "apt-get install -y dataset-fashion-mnist" in msg and "allow_download=True" in msg
+    assert str(tmp_path / "fashion-mnist") in msg and str(tmp_path / "FashionMNIST" / "raw") in msg
+    assert "no-system-copy" in msg and "incomplete (1 of 4 files)" in msg
+
+
+def test_idx_parser_rejects_bad_files_naming_them(tmp_path, no_system_fashion):
+    import gzip
+
+    from xcal_core.data.fashion_mnist import read_idx
+
+    good = _idx_bytes(np.zeros((3, 28, 28)))
+    cases = {
+        "truncated": good[:-10],
+        "short_header": good[:6],
+        "bad_magic": (2052).to_bytes(4, "big") + good[4:],
+        "too_long": good + b"\x00",
+    }
+    for name, data in cases.items():
+        p = tmp_path / f"{name}-idx3-ubyte"
+        p.write_bytes(data)
+        with pytest.raises(ValueError, match=re.escape(str(p))):
+            read_idx(p)
+    with pytest.raises(ValueError, match="magic number 2052"):
+        read_idx(tmp_path / "bad_magic-idx3-ubyte")
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(tmp_path / "truncated-idx3-ubyte")
+    broken_gz = tmp_path / "broken-idx3-ubyte.gz"
+    with gzip.open(broken_gz, "wb") as fh:
+        fh.write(good)
+    broken_gz.write_bytes(broken_gz.read_bytes()[:-20])  # a cut-off download
+    with pytest.raises(ValueError, match=re.escape(str(broken_gz)) + ".*truncated"):
+        read_idx(broken_gz)
+    assert read_idx(tmp_path.joinpath("ok-idx3-ubyte").write_bytes(good) and tmp_path / "ok-idx3-ubyte").shape == (3, 28, 28)
+    # image and label counts that disagree, or swapped files, inside a dataset folder
+    folder = _write_fashion(tmp_path / "fashion-mnist")
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(19)))
+    with pytest.raises(ValueError, match="20 images but .*t10k-labels-idx1-ubyte.* has 19 labels"):
+        load_dataset("fashion_mnist", data_dir=tmp_path)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros((20, 2, 2))))
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.*expected labels"):
+        load_dataset("fashion_mnist", data_dir=tmp_path)
+
+
+def test_garment_masks_close_small_holes_only():
+    from xcal_core.data.fashion_mnist import garment_masks
+
+    x = torch.zeros(2, 1, 12, 12)
+    x[:, :, 2:10, 2:10] = 0.8
+    x[0, 0, 4, 4] = 0.0  # a 1-pixel hole: closed
+    x[1, 0, 4:7, 4:7] = 0.0  # a 9-pixel hole (a bag's handle): stays open
+    m = garment_masks(x, threshold=0.1, max_hole=4)
+    assert m[0].sum() == 64 and bool(m[0, 4, 4])
+    assert m[1].sum() == 64 - 9 and not bool(m[1, 5, 5])
+    assert garment_masks(x, max_hole=0)[0].sum() == 63
+    with pytest.raises(ValueError, match="`x` must be grayscale images"):
+        garment_masks(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="`threshold`"):
+        garment_masks(x, threshold=1.5)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (make test installs it)")
+def test_fashion_mnist_real_files_from_the_debian_package():
+    ds = load_dataset("fashion_mnist", data_dir="/nonexistent", n_train=100, n_cal=50, n_test=100)
+    assert ds.info.extra["source"] == "/usr/share/datasets/fashion-mnist"
+    assert len(ds.train) == 100 and len(ds.test) == 100
+    assert 0.2 < float(ds.test.masks.float().mean()) < 0.7  # silhouettes cover part of the image

@@ -21,13 +21,13 @@ from xcal_core.metrics import (
 
 
 def _ref_ece(p, y, n_bins):
-    """Straightforward numpy top-label ECE with bins (lo, hi]."""
+    """Straightforward numpy top-label ECE with bins [lo, hi), the last one closed."""
     p, y = np.asarray(p, dtype=np.float64), np.asarray(y)
     conf, pred = p.max(1), p.argmax(1)
     total = 0.0
     for b in range(n_bins):
         lo, hi = b / n_bins, (b + 1) / n_bins
-        m = (conf > lo) & (conf <= hi) if b > 0 else (conf <= hi)
+        m = (conf >= lo) & (conf < hi) if b < n_bins - 1 else (conf >= lo)
         if m.any():
             total += m.sum() / len(y) * abs((pred[m] == y[m]).mean() - conf[m].mean())
     return total
@@ -42,18 +42,54 @@ def _sample(n=3000, k=4, scale=2.0, seed=0):
 
 
 def test_ece_tiny_known_answer():
-    # Two bins. Bin (0, .5]: confidences .4,.5 ; bin (.5, 1]: .9 (correct), .8 (wrong)
+    # Two bins [0, .5) and [.5, 1]: a confidence on the edge .5 goes to the upper bin (torchmetrics, netcal).
     p = torch.tensor([[0.4, 0.3, 0.3], [0.5, 0.5, 0.0], [0.9, 0.05, 0.05], [0.1, 0.8, 0.1]])
     y = torch.tensor([0, 1, 0, 0])
-    # bin 1: acc 1/2 (pred 0 for row 0 correct, row 1 argmax=0 wrong), conf .45 -> |.5-.45| * 2/4 = 0.025
-    # bin 2: acc 1/2, conf .85 -> |.5-.85| * 2/4 = 0.175
-    assert ece(p, y, n_bins=2) == pytest.approx(0.2)
+    # bin 1: conf .4, correct -> |1 - .4| * 1/4 = 0.15
+    # bin 2: conf .5 (argmax 0, wrong), .9 (correct), .8 (wrong): acc 1/3, conf 2.2/3 -> |1/3 - 2.2/3| * 3/4 = 0.3
+    assert ece(p, y, n_bins=2) == pytest.approx(0.45)
     rd = reliability_data(p, y, n_bins=2)
-    np.testing.assert_allclose(rd.confidence, [0.45, 0.85])
-    np.testing.assert_allclose(rd.accuracy, [0.5, 0.5])
-    np.testing.assert_array_equal(rd.count, [2, 2])
-    assert rd.ece == pytest.approx(0.2)
+    np.testing.assert_allclose(rd.confidence, [0.4, 2.2 / 3])
+    np.testing.assert_allclose(rd.accuracy, [1.0, 1 / 3])
+    np.testing.assert_array_equal(rd.count, [1, 3])
+    assert rd.ece == pytest.approx(0.45)
     assert len(rd.to_frame()) == 2
+
+
+def _torchmetrics_ece(p, y, n_bins):
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    return float(multiclass_calibration_error(p, y, num_classes=p.shape[1], n_bins=n_bins, norm="l1"))
+
+
+@pytest.mark.parametrize("n_bins", [2, 4, 10, 15])
+def test_ece_agrees_with_torchmetrics_at_bin_edges(n_bins):
+    """Quantized confidences that sit exactly on bin edges k/B (0.5 ties of binary problems, votes of
+    hard-label ensembles), a confidence of exactly 1, and random ones: the same value as torchmetrics."""
+    g = torch.Generator().manual_seed(n_bins)
+    edges = torch.arange(1, n_bins + 1) / n_bins  # 1/B, ..., 1
+    k = 4
+    conf = edges[edges >= 1 / k][torch.randint(0, int((edges >= 1 / k).sum()), (400,), generator=g)]
+    rest = (1 - conf)[:, None] / (k - 1) * torch.ones(1, k - 1)
+    p_edge = torch.cat([conf[:, None], rest], 1)
+    p_edge = p_edge[:, torch.randperm(k, generator=g)]
+    votes = torch.randint(0, 11, (400, 1), generator=g).float() / 10  # 10-member hard-vote ensemble, 2 classes
+    p_votes = torch.cat([votes, 1 - votes], 1)
+    _, p_rand, _ = _sample(n=400, k=k, seed=n_bins)
+    for p in (p_edge, p_votes, p_rand):
+        y = torch.randint(0, p.shape[1], (p.shape[0],), generator=g)
+        assert ece(p, y, n_bins=n_bins) == pytest.approx(_torchmetrics_ece(p, y, n_bins), abs=1e-6)
+        assert reliability_data(p, y, n_bins=n_bins).ece == pytest.approx(ece(p, y, n_bins=n_bins), abs=1e-12)
+
+
+def test_ece_three_samples_on_edges_known_answer():
+    """A confidence on an edge changes which samples share a bin: [lo, hi) bins give 0.1167 (as
+    torchmetrics); the old (lo, hi] bins put 0.5 alone and gave 0.3833."""
+    p = torch.tensor([[0.5, 0.5], [0.6, 0.4], [0.75, 0.25]])
+    y = torch.tensor([1, 0, 0])
+    # bin [.5, .75): .5 (wrong), .6 (right): acc .5, conf .55 -> 2/3 * .05; bin [.75, 1]: .75 right -> 1/3 * .25
+    assert ece(p, y, n_bins=4) == pytest.approx(2 / 3 * 0.05 + 0.25 / 3)
+    assert ece(p, y, n_bins=4) == pytest.approx(_torchmetrics_ece(p, y, 4), abs=1e-6)
 
 
 @pytest.mark.parametrize("n_bins", [1, 10, 15])

@@ -616,7 +616,15 @@ def test_hashes_are_order_free_and_content_sensitive():
 
 
 def test_registry_lists_models():
-    assert set(MODELS) == {"mlp", "tabular_resnet", "small_cnn", "resnet18_cifar", "resnet_cifar", "vgg_cifar"}
+    assert set(MODELS) == {"mlp", "tabular_resnet", "small_cnn", "resnet18_cifar", "resnet_cifar", "vgg_cifar", "resnet20"}
+
+
+def test_resnet20_is_the_depth_20_cifar_resnet_and_fits_28px():
+    m = build_model("resnet20", (1, 28, 28), 10, seed=0)
+    ref = build_model("resnet_cifar", (1, 28, 28), 10, depth=20, seed=0)
+    assert _n_params(m) == _n_params(ref) == 272_186  # He et al.: ResNet-20 has 0.27 M weights
+    assert m.cam_layer == "layer3" and len(m.layer1) == 3
+    assert m.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 # ------------------------------------------------------------------------------------------

@@ -3,17 +3,21 @@ import json
 import pandas as pd
 import pytest
 
-from xcal_core.report import copy_reference_runs, format_scoreboard, metric_summary, runtime_table, scoreboard
+from xcal_core.report import (copy_reference_runs, format_scoreboard, metric_summary, runtime_table, scoreboard,
+                               scoreboard_metrics, verdict_counts)
 
 
 def _claims():
     base = dict(paper="P", statement="TS lowers ECE", expected="after < before", notebook="00_quickstart", profile="workshop")
     return pd.DataFrame([
-        {**base, "claim_id": "C1", "observed": "0.10", "holds": True, "run_seed": 0},
-        {**base, "claim_id": "C1", "observed": "0.30", "holds": False, "run_seed": 1},
-        {**base, "claim_id": "C2", "observed": "same", "holds": True, "run_seed": 0},
-        {**base, "claim_id": "C2", "observed": "same", "holds": True, "run_seed": 1},
-        {**base, "claim_id": "C1", "observed": "0.2", "holds": True, "run_seed": 0, "profile": "smoke"},
+        {**base, "claim_id": "C1", "observed": "0.10", "verdict": "holds", "reason": "", "run_seed": 0},
+        {**base, "claim_id": "C1", "observed": "0.30", "verdict": "fails", "reason": "seed 1 differs", "run_seed": 1},
+        {**base, "claim_id": "C2", "observed": "same", "verdict": "holds", "reason": "", "run_seed": 0},
+        {**base, "claim_id": "C2", "observed": "same", "verdict": "holds", "reason": "", "run_seed": 1},
+        {**base, "claim_id": "C1", "observed": "0.2", "verdict": "holds", "reason": "", "run_seed": 0, "profile": "smoke"},
+        {**base, "claim_id": "C3", "observed": "n=6", "verdict": "inconclusive", "reason": "n = 6", "run_seed": 0},
+        {**base, "claim_id": "C3", "observed": "n=6", "verdict": "inconclusive", "reason": "n = 6", "run_seed": 1},
+        {**base, "claim_id": "C4", "observed": "x", "verdict": "fails", "reason": "floor", "run_seed": 0},
     ])
 
 
@@ -24,8 +28,19 @@ def test_scoreboard_counts_seeds_and_verdicts():
     assert b.loc[("C1", "workshop"), "observed"].startswith("0.2 ± 0.14")
     assert b.loc[("C2", "workshop"), "verdict"] == "holds" and b.loc[("C2", "workshop"), "observed"] == "same"
     assert b.loc[("C1", "smoke"), "runs"] == 1 and b.loc[("C1", "smoke"), "observed"] == "0.2"
+    assert b.loc[("C1", "workshop"), ["holds", "fails", "inconclusive"]].tolist() == [1, 1, 0]
+    assert b.loc[("C1", "workshop"), "reason"] == "seed 1 differs"
+    assert b.loc[("C3", "workshop"), "verdict"] == "inconclusive" and b.loc[("C3", "workshop"), "reason"] == "n = 6"
+    assert b.loc[("C4", "workshop"), "verdict"] == "fails"
     text = format_scoreboard(scoreboard(_claims()))
-    assert "mixed" in text and "1/2" in text
+    assert "mixed" in text and "1/1/0" in text and "0/0/2" in text
+    assert "5 claims: 2 hold, 1 fail, 1 inconclusive, 1 mixed" in text
+    counts = verdict_counts(scoreboard(_claims())[lambda d: d.profile == "workshop"]).iloc[0]
+    assert counts[["holds", "fails", "inconclusive", "mixed", "total"]].tolist() == [1, 1, 1, 1, 4]
+    shares = scoreboard_metrics(scoreboard(_claims())).set_index(["dataset", "metric"])["value"]
+    assert shares[("workshop", "claims_held_share")] == pytest.approx(3 / 7)
+    assert shares[("workshop", "claims_failed_share")] == pytest.approx(2 / 7)
+    assert shares[("workshop", "claims_inconclusive_share")] == pytest.approx(2 / 7)
     with pytest.raises(ValueError, match="lacks columns"):
         scoreboard(pd.DataFrame({"claim_id": ["C1"]}))
     assert scoreboard(_claims().iloc[:0]).empty
@@ -41,10 +56,11 @@ def test_metric_summary_over_seeds():
 
 
 def test_runtime_table_and_reference_copy(tmp_path):
-    man = pd.DataFrame([{"notebook": "00", "profile": "smoke", "status": "completed", "minutes": 0.5, "device": "cpu", "claims_held": 2, "n_claims": 3},
+    man = pd.DataFrame([{"notebook": "00", "profile": "smoke", "status": "completed", "minutes": 0.5, "device": "cpu", "claims_held": 2,
+                         "claims_failed": 0, "claims_inconclusive": 1, "n_claims": 3},
                         {"notebook": "00", "profile": "smoke", "status": "failed", "minutes": 0.1, "device": "cpu", "claims_held": 0, "n_claims": 0}])
     t = runtime_table(man).iloc[0]
-    assert t["completed"] == 1 and t["failed"] == 1 and t["claims"] == "2/3" and t["max_minutes"] == 0.5
+    assert t["completed"] == 1 and t["failed"] == 1 and t["claims"] == "2 hold, 0 fail, 1 inconclusive of 3" and t["max_minutes"] == 0.5
     ok, bad = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
     for d, st in ((ok, "completed"), (bad, "failed")):
         (d / "artifacts").mkdir(parents=True)
@@ -61,8 +77,18 @@ def test_runtime_table_and_reference_copy(tmp_path):
 def test_report_figures():
     from xcal_core.viz.report import plot_metric_summary, plot_scoreboard
 
-    fig, ax = plot_scoreboard(scoreboard(_claims()))
-    assert len(ax.patches) == 3 and ax.get_xlabel().startswith("share of runs")
+    board = scoreboard(_claims())
+    fig, ax = plot_scoreboard(board)
+    # one bar per (notebook, profile) and verdict; every verdict that occurs is drawn with its count
+    widths = {p.get_label(): [] for p in ax.containers}
+    for cont in ax.containers:
+        widths[cont.get_label()] = [r.get_width() for r in cont]
+    assert sorted(widths) == ["fails (1)", "holds (2)", "inconclusive (1)", "mixed (1)"]
+    assert sum(sum(w) for w in widths.values()) == len(board)
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == ["1", "1", "1", "1", "1"]  # smoke: 1 holds; workshop: 1 holds, 1 fails, 1 inconclusive, 1 mixed
+    w, h = fig.get_size_inches()
+    assert w <= 12 and h <= 6
     with pytest.raises(ValueError, match="`board` is empty"):
         plot_scoreboard(scoreboard(_claims().iloc[:0]))
     m = pd.DataFrame({"notebook": "01_x", "experiment": "e", "dataset": "d", "model": "m", "method": ["a", "a", "b", "b"],
@@ -88,7 +114,7 @@ def test_key_figures_and_scoreboard_metrics(tmp_path):
         key_figures(metric_summary(m), ["ece"])
     rows = scoreboard_metrics(scoreboard(_claims()))
     validate_metrics(rows, default_seed=0)
-    assert rows.set_index("dataset").loc["workshop", "value"] == pytest.approx(3 / 4)
+    assert rows.set_index(["dataset", "metric"]).loc[("workshop", "claims_held_share"), "value"] == pytest.approx(3 / 7)
     with pytest.raises(FileNotFoundError, match="none of"):
         resolve_run_paths([str(tmp_path / "nope")])
     assert resolve_run_paths([str(tmp_path)]) == [tmp_path]

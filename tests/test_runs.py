@@ -31,13 +31,51 @@ def test_metrics_schema_is_enforced():
 
 
 def test_claims_schema_is_enforced():
-    c = dict(claim_id="C1", paper="p", statement="s", expected="> 0", observed=0.25, holds=True)
+    c = dict(claim_id="C1", paper="p", statement="s", expected="> 0", observed=0.25, verdict="holds", reason="")
     df = validate_claims([c])
     assert list(df.columns) == list(CLAIMS_COLUMNS) and df["observed"][0] == "0.25"
+    assert list(CLAIMS_COLUMNS[-2:]) == ["verdict", "reason"]
     with pytest.raises(ValueError, match="must be unique"):
         validate_claims([c, c])
-    with pytest.raises(ValueError, match="column 'holds' must be True/False"):
-        validate_claims([{**c, "holds": "maybe"}])
+    with pytest.raises(ValueError, match="`verdict` must be one of"):
+        validate_claims([{**c, "verdict": "maybe"}])
+    with pytest.raises(TypeError, match="not a bool"):
+        validate_claims([{**c, "verdict": True}])
+    for v in ("fails", "inconclusive"):  # a failure or an inconclusive test needs a reason
+        with pytest.raises(ValueError, match="needs a `reason`"):
+            validate_claims([{**c, "verdict": v, "reason": "  "}])
+        assert validate_claims([{**c, "verdict": v, "reason": "n = 6 images"}])["reason"][0] == "n = 6 images"
+
+
+def test_old_claims_files_with_a_holds_column_are_still_read(tmp_path):
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"notebook": "01", "profile": "workshop", "status": "completed", "seed": 0}))
+    (d / "claims.csv").write_text("claim_id,paper,statement,expected,observed,holds\n"
+                                  "C1,p,s,e,o,True\nC2,p,s,e,o,False\n")
+    claims = load_runs(tmp_path, table="claims")
+    assert claims["verdict"].tolist() == ["holds", "fails"]
+    assert claims["reason"][0] == "" and "before verdicts" in claims["reason"][1]
+    assert validate_claims(claims[list(CLAIMS_COLUMNS)])["verdict"].tolist() == ["holds", "fails"]
+
+
+def test_run_claim_records_three_verdicts(tmp_path):
+    run = start_run("00_quickstart", PROFILE="smoke", RUN_DIR=str(tmp_path / "a"), DEVICE="cpu")
+    run.claim("C1", "s", "e", 0.1, "holds")
+    run.claim("C2", "s", "e", 0.2, "fails", reason="a real disagreement with the paper")
+    run.claim("C3", "s", "e", 0.3, "inconclusive", reason="n = 6 images, too few for the test")
+    run.claim("C4", "s", "e", 0.4, True)  # True is accepted for holds
+    with pytest.raises(TypeError, match="False is ambiguous"):
+        run.claim("C5", "s", "e", 0.5, False)
+    with pytest.raises(ValueError, match="claim 'C6'.*needs a `reason`"):
+        run.claim("C6", "s", "e", 0.5, "inconclusive")
+    with pytest.raises(ValueError, match="`verdict` must be one of"):
+        run.claim("C7", "s", "e", 0.5, "mixed", reason="r")
+    m = json.loads((run.dir / "manifest.json").read_text())
+    assert (m["n_claims"], m["claims_held"], m["claims_failed"], m["claims_inconclusive"]) == (4, 2, 1, 1)
+    on_disk = pd.read_csv(run.dir / "claims.csv", keep_default_na=False)
+    assert on_disk["verdict"].tolist() == ["holds", "fails", "inconclusive", "holds"]
+    assert on_disk["reason"][2] == "n = 6 images, too few for the test"
 
 
 def test_save_figure_png_fixed_dpi(tmp_path):
@@ -56,7 +94,7 @@ def test_run_outputs_and_load_runs(tmp_path):
     assert (run.dir / "metrics.csv").exists()  # written at once: a later failing cell loses nothing
     run.log_metrics(pd.DataFrame([{**ROW, "metric": "nll"}]).drop(columns=["seed"]))
     run.claim("C1", "TS lowers ECE", "< before", 0.02, True)
-    run.claim("C2", "x", "y", "z", False)
+    run.claim("C2", "x", "y", "z", "fails", reason="r")
     run.claim("C2", "x", "y", "z2", True)  # re-recording a claim replaces it
     fig, _ = plt.subplots()
     run.save_figure(fig, "f")

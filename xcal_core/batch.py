@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from .params import load_schema, params_hash, resolve_params
-from .runs import _now, read_manifest, update_manifest
+from .runs import _now, format_claim_counts, read_manifest, update_manifest
 
 __all__ = [
     "RunSpec",
@@ -76,6 +76,19 @@ class RunResult:
     claims_held: int = 0
     n_claims: int = 0
     error: str | None = None
+    claims_failed: int = 0
+    claims_inconclusive: int = 0
+
+    @property
+    def claims(self) -> str:
+        """``'3 hold, 1 fail, 2 inconclusive of 6'``."""
+        return format_claim_counts({k: getattr(self, k) for k in ("claims_held", "n_claims", "claims_failed",
+                                                                   "claims_inconclusive")})
+
+
+def _claim_fields(m: dict) -> dict[str, int]:
+    """The claim counts of a manifest as RunResult keyword arguments."""
+    return {k: int(m.get(k, 0) or 0) for k in ("claims_held", "n_claims", "claims_failed", "claims_inconclusive")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,7 +202,7 @@ def execute_run(spec: RunSpec, kernel_name: str = "python3", resume: bool = True
 
     m = read_manifest(spec.run_dir)
     if resume and m and m.get("status") == "completed":
-        return RunResult(spec, "skipped", float(m.get("minutes") or 0.0), int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
+        return RunResult(spec, "skipped", float(m.get("minutes") or 0.0), **_claim_fields(m))
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     params = {**spec.params, "RUN_DIR": str(Path(spec.run_dir).resolve())}
@@ -213,20 +226,20 @@ def execute_run(spec: RunSpec, kernel_name: str = "python3", resume: bool = True
     if error is not None:
         update_manifest(Path(spec.run_dir), notebook=spec.notebook_id, profile=spec.params.get("PROFILE"), status="failed",
                         error=error, traceback=tb, finished=_now(), minutes=round(minutes, 3))
-        return RunResult(spec, "failed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)), error)
+        return RunResult(spec, "failed", minutes, error=error, **_claim_fields(m))
     update_manifest(Path(spec.run_dir), minutes=round(minutes, 3), executed_notebook="executed.ipynb")
-    return RunResult(spec, "completed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
+    return RunResult(spec, "completed", minutes, **_claim_fields(m))
 
 
 def _result_from_manifest(spec: RunSpec, minutes: float, fallback_error: str | None) -> RunResult:
     m = read_manifest(spec.run_dir) or {}
     status = m.get("status")
     if status == "completed":
-        return RunResult(spec, "completed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
+        return RunResult(spec, "completed", minutes, **_claim_fields(m))
     error = m.get("error") or fallback_error or f"run ended with status {status!r}"
     if status != "failed":
         update_manifest(Path(spec.run_dir), notebook=spec.notebook_id, status="failed", error=error, finished=_now())
-    return RunResult(spec, "failed", minutes, int(m.get("claims_held", 0)), int(m.get("n_claims", 0)), error)
+    return RunResult(spec, "failed", minutes, error=error, **_claim_fields(m))
 
 
 def _worker_main(argv: Sequence[str]) -> int:
@@ -259,7 +272,7 @@ class _Progress:
         el = (time.time() - self.t0) / 60
         err = f"  [{r.error}]" if r.error else ""
         self.printer(f"[done {self.done + self.skipped} | failed {self.failed} | remaining {remaining} | {el:.1f} min] "
-                     f"{r.spec.notebook_id}: {r.status} ({r.minutes:.2f} min, claims {r.claims_held}/{r.n_claims}){err}")
+                     f"{r.spec.notebook_id}: {r.status} ({r.minutes:.2f} min, claims {r.claims}){err}")
 
 
 def _gpu_ids() -> list[str]:
@@ -285,7 +298,7 @@ def _run_local(specs, kernel_name, timeout, workers, progress: _Progress, resume
             i, spec = pending.pop(0)
             m = read_manifest(spec.run_dir)
             if resume and m and m.get("status") == "completed":
-                r = RunResult(spec, "skipped", float(m.get("minutes") or 0.0), int(m.get("claims_held", 0)), int(m.get("n_claims", 0)))
+                r = RunResult(spec, "skipped", float(m.get("minutes") or 0.0), **_claim_fields(m))
                 results[i] = r
                 progress.finished(r)
                 continue
@@ -326,7 +339,8 @@ def _dask_task(spec_json: str, kernel_name: str, timeout: int | None, resume: bo
         except (ImportError, ValueError):
             pass
     r = execute_run(spec, kernel_name=kernel_name, resume=resume, timeout=timeout)
-    return {"status": r.status, "minutes": r.minutes, "claims_held": r.claims_held, "n_claims": r.n_claims, "error": r.error}
+    return {"status": r.status, "minutes": r.minutes, "error": r.error,
+            **{k: getattr(r, k) for k in ("claims_held", "n_claims", "claims_failed", "claims_inconclusive")}}
 
 
 def _run_dask(specs, kernel_name, timeout, workers, progress: _Progress, resume: bool, scheduler: str | None) -> list[RunResult]:
@@ -353,7 +367,7 @@ def _run_dask(specs, kernel_name, timeout, workers, progress: _Progress, resume:
             i = futures[f]
             try:
                 d = f.result()
-                r = RunResult(specs[i], d["status"], d["minutes"], d["claims_held"], d["n_claims"], d["error"])
+                r = RunResult(specs[i], **d)
             except Exception as e:  # noqa: BLE001 - a lost worker is a failed run, not a crashed batch
                 r = _result_from_manifest(specs[i], 0.0, f"dask task failed: {type(e).__name__}: {e}")
             results[i] = r
@@ -415,7 +429,7 @@ def summary_table(results: Sequence[RunResult]) -> pd.DataFrame:
     """One row per run: notebook, group, status, minutes, claims held/total, run directory."""
     return pd.DataFrame(
         [{"notebook": r.spec.notebook_id, "group": r.spec.group, "status": r.status, "minutes": round(r.minutes, 2),
-          "claims": f"{r.claims_held}/{r.n_claims}", "run_dir": str(r.spec.run_dir)} for r in results],
+          "claims": r.claims, "run_dir": str(r.spec.run_dir)} for r in results],
         columns=["notebook", "group", "status", "minutes", "claims", "run_dir"],
     )
 

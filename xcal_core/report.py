@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from .params import repo_root
-from .runs import load_runs, read_manifest
+from .runs import VERDICTS, _legacy_claims, claim_counts, format_claim_counts, load_runs, read_manifest
 
-__all__ = ["resolve_run_paths", "scoreboard_metrics", "scoreboard", "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs"]
+__all__ = ["resolve_run_paths", "scoreboard_metrics", "scoreboard", "verdict_counts", "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs"]
 
 
 def resolve_run_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -46,50 +46,92 @@ def _observed_summary(values: Sequence[str]) -> str:
     return f"{nums.mean():.4g} ± {nums.std(ddof=1):.2g} ({nums.min():.4g}..{nums.max():.4g}, n={len(nums)})"
 
 
+def _verdict_across(counts: dict[str, int]) -> str:
+    """One verdict for a claim over several runs: the common verdict when every run agrees, else ``mixed``."""
+    seen = [v for v in VERDICTS if counts[v]]
+    return seen[0] if len(seen) == 1 else "mixed"
+
+
+def _reasons(values: Sequence[str], limit: int = 3) -> str:
+    uniq = [r for r in dict.fromkeys(str(v).strip() for v in values) if r and r.lower() != "nan"]
+    return " | ".join(uniq[:limit]) + (" | ..." if len(uniq) > limit else "")
+
+
 def scoreboard(claims: pd.DataFrame) -> pd.DataFrame:
-    """One row per (notebook, paper, claim, profile): expected vs observed and how often the claim held.
+    """One row per (notebook, paper, claim, profile): expected vs observed and the verdicts over runs.
 
     Args:
         claims: rows of ``load_runs(paths, table="claims")`` (columns of claims.csv plus ``notebook,
-            profile, run_seed``).
+            profile, run_seed``). Old files with a ``holds`` column are read as holds / fails.
 
     Returns:
         DataFrame with ``notebook, paper, claim_id, profile, statement, expected, observed, runs, seeds,
-        held, held_share, verdict`` where ``verdict`` is ``holds`` (every run), ``fails`` (no run) or
-        ``mixed``; sorted by notebook and claim.
+        holds, fails, inconclusive, held, held_share, verdict, reason``: ``holds`` / ``fails`` /
+        ``inconclusive`` count the runs with each verdict (``held`` = ``holds``, kept for old readers);
+        ``verdict`` is the common verdict when every run agrees, else ``mixed`` (a claim that flips
+        between seeds); ``reason`` joins the distinct reasons given. Sorted by notebook and claim.
     """
-    need = {"claim_id", "paper", "statement", "expected", "observed", "holds", "notebook", "profile"}
+    claims = validate_legacy(claims)
+    need = {"claim_id", "paper", "statement", "expected", "observed", "verdict", "notebook", "profile"}
     missing = need - set(claims.columns)
     if missing:
         raise ValueError(f"`claims` lacks columns {sorted(missing)}; pass load_runs(paths, table='claims')")
-    cols = ["notebook", "paper", "claim_id", "profile", "statement", "expected", "observed", "runs", "seeds", "held", "held_share", "verdict"]
+    cols = ["notebook", "paper", "claim_id", "profile", "statement", "expected", "observed", "runs", "seeds",
+            *VERDICTS, "held", "held_share", "verdict", "reason"]
     if claims.empty:
         return pd.DataFrame(columns=cols)
     df = claims.copy()
-    df["holds"] = df["holds"].astype(str).str.lower().isin(["true", "1"])
+    bad = ~df["verdict"].isin(VERDICTS)
+    if bad.any():
+        raise ValueError(f"`claims` column 'verdict' must be one of {list(VERDICTS)}; got {df['verdict'][bad].iloc[0]!r}")
+    if "reason" not in df.columns:
+        df["reason"] = ""
     if "run_seed" not in df.columns:
         df["run_seed"] = np.nan
     rows = []
     for (nb, paper, cid, prof), g in df.groupby(["notebook", "paper", "claim_id", "profile"], sort=True):
-        held = int(g["holds"].sum())
+        counts = claim_counts(g["verdict"])
         n = len(g)
         rows.append({
             "notebook": nb, "paper": paper, "claim_id": cid, "profile": prof,
             "statement": g["statement"].iloc[0], "expected": g["expected"].iloc[0],
             "observed": _observed_summary(g["observed"].tolist()), "runs": n,
-            "seeds": int(g["run_seed"].nunique()), "held": held, "held_share": held / n,
-            "verdict": "holds" if held == n else ("fails" if held == 0 else "mixed"),
+            "seeds": int(g["run_seed"].nunique()), **{v: counts[v] for v in VERDICTS},
+            "held": counts["holds"], "held_share": counts["holds"] / n,
+            "verdict": _verdict_across(counts), "reason": _reasons(g["reason"].tolist()),
         })
     return pd.DataFrame(rows, columns=cols)
 
 
+def validate_legacy(claims: pd.DataFrame) -> pd.DataFrame:
+    """Claims rows with a ``holds`` column (old files) turned into ``verdict`` / ``reason``."""
+    if not isinstance(claims, pd.DataFrame):
+        raise TypeError(f"`claims` must be a DataFrame, got {type(claims).__name__}")
+    return _legacy_claims(claims)
+
+
 def scoreboard_metrics(board: pd.DataFrame) -> pd.DataFrame:
-    """Tidy metric rows of a scoreboard: per notebook and profile, the share of (claim, run) pairs that held."""
+    """Tidy metric rows of a scoreboard: per notebook and profile, the share of (claim, run) pairs with
+    each verdict (``claims_held_share``, ``claims_failed_share``, ``claims_inconclusive_share``)."""
     rows = []
+    names = {"holds": "claims_held_share", "fails": "claims_failed_share", "inconclusive": "claims_inconclusive_share"}
     for (nb, prof), g in board.groupby(["notebook", "profile"], sort=True):
-        rows.append({"experiment": "scoreboard", "dataset": prof, "model": "-", "method": nb, "metric": "claims_held_share",
-                     "level": None, "value": float(g["held"].sum() / g["runs"].sum()), "higher_is_better": True})
+        total = float(g["runs"].sum())
+        for v, metric_name in names.items():
+            rows.append({"experiment": "scoreboard", "dataset": prof, "model": "-", "method": nb, "metric": metric_name,
+                         "level": None, "value": float(g[v].sum() / total), "higher_is_better": v == "holds"})
     return pd.DataFrame(rows, columns=["experiment", "dataset", "model", "method", "metric", "level", "value", "higher_is_better"])
+
+
+def verdict_counts(board: pd.DataFrame, by: str = "notebook") -> pd.DataFrame:
+    """Per ``by`` (notebook), the number of claims whose verdict over runs is holds / fails /
+    inconclusive / mixed, and the total."""
+    cols = [by, *VERDICTS, "mixed", "total"]
+    if board.empty:
+        return pd.DataFrame(columns=cols)
+    t = pd.crosstab(board[by], board["verdict"]).reindex(columns=[*VERDICTS, "mixed"], fill_value=0)
+    t["total"] = t.sum(axis=1)
+    return t.reset_index()[cols]
 
 
 def runtime_table(manifests: pd.DataFrame) -> pd.DataFrame:
@@ -106,8 +148,9 @@ def runtime_table(manifests: pd.DataFrame) -> pd.DataFrame:
             "median_minutes": round(float(minutes.median()), 2) if minutes.notna().any() else math.nan,
             "max_minutes": round(float(minutes.max()), 2) if minutes.notna().any() else math.nan,
             "devices": ", ".join(sorted(set(map(str, g.get("device", pd.Series(dtype=str)).dropna())))),
-            "claims": f"{int(pd.to_numeric(g.get('claims_held'), errors='coerce').fillna(0).sum())}/"
-                      f"{int(pd.to_numeric(g.get('n_claims'), errors='coerce').fillna(0).sum())}",
+            "claims": format_claim_counts({k: int(pd.to_numeric(g.get(k), errors="coerce").fillna(0).sum())
+                                           if k in g else 0 for k in ("claims_held", "claims_failed",
+                                                                      "claims_inconclusive", "n_claims")}),
         })
     return pd.DataFrame(rows, columns=cols)
 
@@ -127,14 +170,20 @@ def metric_summary(metrics: pd.DataFrame, by: Sequence[str] = ("notebook", "expe
 
 
 def format_scoreboard(board: pd.DataFrame, width: int = 60) -> str:
-    """A terminal-friendly rendering of :func:`scoreboard` (statement shortened to ``width`` characters)."""
+    """A terminal-friendly rendering of :func:`scoreboard` (statement shortened to ``width`` characters),
+    ending with the count of claims per verdict."""
     if board.empty:
         return "(no claims found)"
-    t = board[["notebook", "claim_id", "profile", "verdict", "held", "runs", "statement", "observed"]].copy()
+    t = board[["notebook", "claim_id", "profile", "verdict", "holds", "fails", "inconclusive", "runs",
+               "statement", "observed"]].copy()
     t["statement"] = t["statement"].map(lambda s: s if len(s) <= width else s[: width - 1] + "…")
     t["observed"] = t["observed"].map(lambda s: s if len(s) <= 40 else s[:39] + "…")
-    t["held"] = t["held"].astype(str) + "/" + t["runs"].astype(str)
-    return t.drop(columns=["runs"]).to_string(index=False)
+    t["h/f/i"] = t["holds"].astype(str) + "/" + t["fails"].astype(str) + "/" + t["inconclusive"].astype(str)
+    t = t[["notebook", "claim_id", "profile", "verdict", "h/f/i", "statement", "observed"]]
+    c = board["verdict"].value_counts()
+    total = (f"{len(board)} claims: {int(c.get('holds', 0))} hold, {int(c.get('fails', 0))} fail, "
+             f"{int(c.get('inconclusive', 0))} inconclusive, {int(c.get('mixed', 0))} mixed across runs")
+    return t.to_string(index=False) + "\n" + total
 
 
 def copy_reference_runs(run_dirs: Iterable[str | Path], reference_dir: str | Path) -> list[Path]:

@@ -5,7 +5,7 @@ Layout (DESIGN.md)::
     papermill_runs/<profile or sweep>/<notebook>__<param-hash>/
         executed.ipynb  params.yaml  manifest.json
         metrics.csv     experiment, dataset, model, method, metric, level, seed, value, higher_is_better
-        claims.csv      claim_id, paper, statement, expected, observed, holds
+        claims.csv      claim_id, paper, statement, expected, observed, verdict, reason
         figures/*.png   artifacts/ (git-ignored)
 
 Results are read back with :func:`load_runs`, never from executed notebooks.
@@ -31,6 +31,10 @@ from .runtime import env_line, env_summary, resolve_device, seed_everything
 __all__ = [
     "METRICS_COLUMNS",
     "CLAIMS_COLUMNS",
+    "VERDICTS",
+    "claim_counts",
+    "judge",
+    "format_claim_counts",
     "FIGURE_DPI",
     "Run",
     "validate_metrics",
@@ -44,7 +48,11 @@ __all__ = [
 ]
 
 METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "metric", "level", "seed", "value", "higher_is_better")
-CLAIMS_COLUMNS = ("claim_id", "paper", "statement", "expected", "observed", "holds")
+CLAIMS_COLUMNS = ("claim_id", "paper", "statement", "expected", "observed", "verdict", "reason")
+VERDICTS = ("holds", "fails", "inconclusive")
+"""A claim's verdict. ``fails`` and ``inconclusive`` need a reason. A test that cannot fail, or has no
+power (too few samples, a control setting), is ``inconclusive``, never ``holds`` (CONTRIBUTING.md)."""
+LEGACY_REASON = "claims.csv from before verdicts (holds column): no reason recorded"
 FIGURE_DPI = 150
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -167,11 +175,48 @@ def validate_metrics(rows: Any, default_seed: int | None = None) -> pd.DataFrame
     return df
 
 
+def _legacy_claims(df: pd.DataFrame) -> pd.DataFrame:
+    """Old ``claims.csv`` files had a boolean ``holds`` column: map it to ``verdict`` / ``reason``."""
+    if "holds" not in df.columns or "verdict" in df.columns:
+        return df
+    df = df.copy()
+    held = df.pop("holds").map(lambda v: _as_bool(v) if _as_bool(v) is not None else str(v).strip().lower() in ("true", "1"))
+    df["verdict"] = held.map(lambda h: "holds" if h else "fails")
+    df["reason"] = held.map(lambda h: "" if h else LEGACY_REASON)
+    return df
+
+
+def _check_verdict(verdict: Any, reason: Any, where: str) -> tuple[str, str]:
+    """Validate one (verdict, reason) pair; ``where`` names the row or argument in messages."""
+    if isinstance(verdict, bool) or (hasattr(verdict, "dtype") and str(getattr(verdict, "dtype", "")) == "bool"):
+        raise TypeError(f"{where}: `verdict` must be one of {list(VERDICTS)}, not a bool {verdict!r} "
+                        "(write verdict='holds', or 'fails' / 'inconclusive' with a reason)")
+    if not isinstance(verdict, str) or verdict not in VERDICTS:
+        raise ValueError(f"{where}: `verdict` must be one of {list(VERDICTS)}, got {verdict!r}")
+    if reason is None or (isinstance(reason, float) and math.isnan(reason)):
+        reason = ""
+    if not isinstance(reason, str):
+        raise TypeError(f"{where}: `reason` must be a string, got {type(reason).__name__}")
+    reason = reason.strip()
+    if verdict != "holds" and not reason:
+        raise ValueError(f"{where}: a claim whose verdict is {verdict!r} needs a `reason` saying why "
+                         "(e.g. 'effect within the estimator's noise floor', 'n = 6 images, too few for the test')")
+    return verdict, reason
+
+
 def validate_claims(rows: Any, default_paper: str | None = None) -> pd.DataFrame:
-    """Check claim rows (``claim_id, paper, statement, expected, observed, holds``) and return a DataFrame."""
+    """Check claim rows (``claim_id, paper, statement, expected, observed, verdict, reason``) and return
+    a DataFrame in column order.
+
+    ``verdict`` is one of :data:`VERDICTS`; ``reason`` may be empty only when the verdict is ``holds``.
+    Rows of old files with a boolean ``holds`` column instead are read as ``holds`` / ``fails``.
+    """
     df = _as_frame(rows, "claims", CLAIMS_COLUMNS)
+    df = _legacy_claims(df)
     if "paper" not in df.columns and default_paper is not None:
         df["paper"] = default_paper
+    if "reason" not in df.columns and "verdict" in df.columns:
+        df["reason"] = ""
     _check_columns(df, CLAIMS_COLUMNS, "claims")
     df = df[list(CLAIMS_COLUMNS)].reset_index(drop=True)
     if len(df) == 0:
@@ -182,12 +227,51 @@ def validate_claims(rows: Any, default_paper: str | None = None) -> pd.DataFrame
     dup = df["claim_id"][df["claim_id"].duplicated()]
     if len(dup):
         raise ValueError(f"`claims` column 'claim_id' must be unique; duplicated: {sorted(set(dup))}")
-    holds = df["holds"].map(_as_bool)
-    if holds.isna().any():
-        i = int(holds.isna().to_numpy().nonzero()[0][0])
-        raise ValueError(f"`claims` column 'holds' must be True/False; row {i} has {df['holds'].iloc[i]!r}")
-    df["holds"] = holds.astype(bool)
+    checked = [_check_verdict(v, r, f"`claims` row {i} ({df['claim_id'].iloc[i]})")
+               for i, (v, r) in enumerate(zip(df["verdict"], df["reason"]))]
+    df["verdict"] = [v for v, _ in checked]
+    df["reason"] = [r for _, r in checked]
     return df
+
+
+def judge(passed: bool, fail_reason: str, inconclusive: str | None = None) -> dict[str, str]:
+    """The ``verdict`` / ``reason`` keyword arguments of :meth:`Run.claim` from a test's outcome.
+
+    Args:
+        passed: whether the test's criterion was met.
+        fail_reason: why the claim failed, used when ``passed`` is False.
+        inconclusive: a reason why the test has no power here (too few samples, a control setting, a
+            test that cannot fail). When given, the verdict is ``inconclusive`` whatever ``passed`` is.
+
+    Returns:
+        ``{"verdict": ..., "reason": ...}``, e.g. ``run.claim("C1", s, e, o, **judge(p < 0.05, "p = 0.3"))``.
+    """
+    if inconclusive is not None and str(inconclusive).strip():
+        return {"verdict": "inconclusive", "reason": str(inconclusive).strip()}
+    if _as_bool(passed) is None and not isinstance(passed, (int,)):
+        raise TypeError(f"`passed` must be a bool, got {type(passed).__name__}")
+    if bool(passed):
+        return {"verdict": "holds", "reason": ""}
+    if not isinstance(fail_reason, str) or not fail_reason.strip():
+        raise ValueError("`fail_reason` must say why the claim failed (a non-empty string)")
+    return {"verdict": "fails", "reason": fail_reason.strip()}
+
+
+def claim_counts(verdicts: Iterable[str]) -> dict[str, int]:
+    """``{"holds": h, "fails": f, "inconclusive": i, "total": n}`` of a sequence of verdicts."""
+    vs = list(verdicts)
+    out = {v: sum(1 for x in vs if x == v) for v in VERDICTS}
+    out["total"] = len(vs)
+    return out
+
+
+def format_claim_counts(counts: Mapping[str, Any]) -> str:
+    """``'3 hold, 1 fail, 2 inconclusive of 6'`` from :func:`claim_counts` (or a manifest's fields)."""
+    h = int(counts.get("holds", counts.get("claims_held", 0)) or 0)
+    f = int(counts.get("fails", counts.get("claims_failed", 0)) or 0)
+    i = int(counts.get("inconclusive", counts.get("claims_inconclusive", 0)) or 0)
+    n = int(counts.get("total", counts.get("n_claims", h + f + i)) or 0)
+    return f"{h} hold, {f} fail, {i} inconclusive of {n}"
 
 
 def write_metrics(rows: Any, run_dir: str | Path, default_seed: int | None = None) -> Path:
@@ -299,6 +383,8 @@ class Run:
                 "n_metrics": 0,
                 "n_claims": 0,
                 "claims_held": 0,
+                "claims_failed": 0,
+                "claims_inconclusive": 0,
             },
         )
         for stale in ("metrics.csv", "claims.csv"):
@@ -331,19 +417,45 @@ class Run:
         frames = [f for f in self._metrics if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(METRICS_COLUMNS))
 
-    def claim(self, claim_id: str, statement: str, expected: Any, observed: Any, holds: bool, paper: str | None = None) -> dict:
-        """Record whether a paper's claim holds on our data; rewrites ``claims.csv``."""
-        if _as_bool(holds) is None:
-            raise TypeError(f"`holds` must be True or False, got {holds!r}")
+    def claim(self, claim_id: str, statement: str, expected: Any, observed: Any, verdict: str | bool,
+              reason: str | None = None, paper: str | None = None) -> dict:
+        """Record the verdict of a paper's claim on our data; rewrites ``claims.csv``.
+
+        Args:
+            claim_id: unique id within the notebook.
+            statement: the claim, in words.
+            expected: what the paper states, as the test's criterion.
+            observed: what this run measured (a number or a short text).
+            verdict: ``"holds"``, ``"fails"`` or ``"inconclusive"`` (:data:`VERDICTS`). ``True`` is
+                accepted for ``"holds"``; ``False`` is rejected, since a failure needs a reason.
+                A test that cannot fail, or has too little power, is ``"inconclusive"``.
+            reason: required unless the verdict is ``"holds"``: the concrete reason (estimator floor,
+                sample size, a control setting, a real disagreement with the paper, ...).
+            paper: defaults to the notebook's paper.
+
+        Returns:
+            The row written.
+        """
+        if verdict is True or (hasattr(verdict, "dtype") and str(getattr(verdict, "dtype", "")) == "bool" and bool(verdict)):
+            verdict = "holds"
+        where = f"claim {claim_id!r}"
+        if verdict is False or (hasattr(verdict, "dtype") and str(getattr(verdict, "dtype", "")) == "bool"):
+            raise TypeError(f"{where}: `verdict` False is ambiguous: pass verdict='fails' or 'inconclusive' "
+                            "together with a `reason`")
+        verdict, reason = _check_verdict(verdict, reason, where)
         row = {"claim_id": claim_id, "paper": paper or self.schema.paper, "statement": statement,
-               "expected": expected, "observed": observed, "holds": bool(holds)}
+               "expected": expected, "observed": observed, "verdict": verdict, "reason": reason}
         others = [r for r in self._claims if r["claim_id"] != claim_id]
         validate_claims(others + [row])
         self._claims = others + [row]
         write_claims(self._claims, self.dir)
-        held = sum(r["holds"] for r in self._claims)
-        update_manifest(self.dir, n_claims=len(self._claims), claims_held=held)
+        update_manifest(self.dir, **self._claim_fields())
         return row
+
+    def _claim_fields(self) -> dict[str, int]:
+        c = claim_counts(r["verdict"] for r in self._claims)
+        return {"n_claims": c["total"], "claims_held": c["holds"], "claims_failed": c["fails"],
+                "claims_inconclusive": c["inconclusive"]}
 
     @property
     def claims(self) -> pd.DataFrame:
@@ -360,10 +472,10 @@ class Run:
         write_metrics(self.metrics, self.dir)
         write_claims(self._claims, self.dir)
         minutes = (time.time() - self._t0) / 60
-        held = int(sum(r["holds"] for r in self._claims))
+        fields = self._claim_fields()
         m = update_manifest(self.dir, status="completed", finished=_now(), minutes=round(minutes, 3),
-                             n_metrics=len(self.metrics), n_claims=len(self._claims), claims_held=held)
-        print(f"{self.notebook_id}: {len(self.metrics)} metric rows, claims held {held}/{len(self._claims)}, "
+                             n_metrics=len(self.metrics), **fields)
+        print(f"{self.notebook_id}: {len(self.metrics)} metric rows, claims {format_claim_counts(fields)}, "
               f"{len(m.get('figures', []))} figures -> {self.dir}")
         print(env_line(m.get("env")))
         return m
@@ -415,7 +527,9 @@ def load_runs(paths: Iterable[str | Path] | str | Path, table: str = "metrics", 
         f = d / f"{table}.csv"
         if not f.exists() or f.stat().st_size == 0:
             continue
-        df = pd.read_csv(f)
+        df = pd.read_csv(f, keep_default_na=False) if table == "claims" else pd.read_csv(f)
+        if table == "claims":
+            df = _legacy_claims(df)
         for k, v in meta.items():
             df[k] = v
         frames.append(df)

@@ -213,6 +213,89 @@ class Dataset:
         for name in SPLIT_NAMES:
             _validate_split(getattr(self, name), name, self.info)
 
+    @classmethod
+    def from_tensors(
+        cls,
+        name: str,
+        *,
+        train: Sequence[Any],
+        cal: Sequence[Any],
+        test: Sequence[Any],
+        class_names: Sequence[str] | None = None,
+        kind: str = "image",
+        task: str = "classification",
+        feature_names: Sequence[str] | None = None,
+    ) -> "Dataset":
+        """Your own data as a :class:`Dataset`: the public, validated constructor.
+
+        Args:
+            name: a name for the dataset (used in cache keys, metrics and figures).
+            train, cal, test: each a tuple ``(x, y)`` or ``(x, y, masks)`` of torch tensors or numpy
+                arrays. ``x``: images ``(N, C, H, W)`` with values in [0, 1] (``kind="image"``; a model
+                normalizes internally) or tabular features ``(N, D)``, already standardized as you want
+                them (``kind="tabular"``). ``y``: integer class labels ``(N,)`` in ``[0, K)``
+                (classification) or real targets ``(N,)`` (regression). ``masks``: optional bool
+                object masks ``(N, H, W)`` (images only). ``cal`` fits calibrators and monitors
+                training; keep it disjoint from ``train`` and ``test``.
+            class_names: K names for classification; default ``("0", ..., "K-1")`` with K the largest
+                label + 1 over all splits.
+            kind: ``"image"`` or ``"tabular"``.
+            task: ``"classification"`` or ``"regression"`` (tabular only).
+            feature_names: D names of tabular features (default ``x0, x1, ...``).
+
+        Returns:
+            A :class:`Dataset`; images get ``info.normalization`` (per-channel training mean and std).
+
+        Raises:
+            TypeError / ValueError naming the argument: a split that is not ``(x, y)``, an empty split,
+            wrong shapes or dtypes, images outside [0, 1], NaN or inf, labels outside the classes,
+            inputs whose shape differs between splits.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"`name` must be a non-empty string, got {name!r}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown `kind` {kind!r}; expected one of {list(KINDS)}")
+        if task not in TASKS:
+            raise ValueError(f"unknown `task` {task!r}; expected one of {list(TASKS)}")
+        if kind == "image" and task != "classification":
+            raise ValueError("`task` must be 'classification' for kind='image'")
+        parts = {s: _tensors_of(v, s, kind, task) for s, v in (("train", train), ("cal", cal), ("test", test))}
+        shapes = {s: tuple(p[0].shape[1:]) for s, p in parts.items()}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"`train`, `cal` and `test` inputs must share one shape per sample, got {shapes}")
+        if task == "classification":
+            top = max(int(p[1].max()) for p in parts.values())
+            if class_names is None:
+                class_names = tuple(str(k) for k in range(max(top + 1, 2)))
+            if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
+                raise TypeError("`class_names` must be a sequence of strings")
+            if len(class_names) < 2:
+                raise ValueError(f"`class_names` must name at least 2 classes, got {len(class_names)}")
+            for s, p in parts.items():
+                if int(p[1].max()) >= len(class_names):
+                    raise ValueError(f"`{s}`: label {int(p[1].max())} is outside the {len(class_names)} classes of "
+                                     f"`class_names` (labels must lie in [0, {len(class_names) - 1}])")
+        elif class_names is not None:
+            raise ValueError("`class_names` must be None for task='regression'")
+        splits = {s: Split(*p) for s, p in parts.items()}
+        if kind == "image":
+            return build_image(name, splits["train"], splits["cal"], splits["test"], class_names=class_names,
+                               extra={"source": "Dataset.from_tensors"})
+        d = shapes["train"][0]
+        if feature_names is None:
+            feature_names = tuple(f"x{j}" for j in range(d))
+        if len(feature_names) != d:
+            raise ValueError(f"`feature_names` must name the {d} features, got {len(feature_names)}")
+        info = DatasetInfo(
+            name=name, task=task, kind="tabular", input_shape=(d,),
+            n_classes=len(class_names) if task == "classification" else 1,
+            feature_names=tuple(str(f) for f in feature_names),
+            class_names=tuple(class_names) if task == "classification" else None,
+            train_mean=splits["train"].x.mean(0), normalization=None, standardization=None,
+            extra={"source": "Dataset.from_tensors"},
+        )
+        return cls(info, splits["train"], splits["cal"], splits["test"])
+
     @property
     def splits(self) -> dict[str, Split]:
         """``{"train": ..., "cal": ..., "test": ...}``."""
@@ -240,6 +323,61 @@ class Dataset:
             f"Dataset({i.name!r}, task={i.task}, kind={i.kind}, input_shape={tuple(i.input_shape)}, "
             f"n_classes={i.n_classes}, train={len(self.train)}, cal={len(self.cal)}, test={len(self.test)})"
         )
+
+
+def _tensors_of(value: Any, arg: str, kind: str, task: str) -> tuple[torch.Tensor, ...]:
+    """Validate one ``(x, y[, masks])`` argument of :meth:`Dataset.from_tensors`; errors name ``arg``."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) or not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
+        raise TypeError(f"`{arg}` must be a tuple (x, y) or (x, y, masks), got {type(value).__name__}")
+    out = []
+    for what, t in zip(("x", "y", "masks"), value):
+        if isinstance(t, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(t))
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"`{arg}`: {what} must be a torch tensor or numpy array, got {type(t).__name__}")
+        out.append(t.detach().cpu())
+    x, y = out[0], out[1]
+    if x.shape[0] == 0:
+        raise ValueError(f"`{arg}` is empty: it needs at least one sample")
+    if not x.is_floating_point():
+        hint = " (uint8 images: divide by 255 first)" if x.dtype == torch.uint8 else ""
+        raise TypeError(f"`{arg}`: x must be a floating-point tensor, got {x.dtype}{hint}")
+    x = x.float()
+    if kind == "image" and x.ndim != 4:
+        raise ValueError(f"`{arg}`: images must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if kind == "tabular" and x.ndim != 2:
+        raise ValueError(f"`{arg}`: tabular x must be (N, D), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"`{arg}`: x contains {int((~torch.isfinite(x)).sum())} NaN or inf value(s)")
+    if kind == "image" and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError(f"`{arg}`: images must lie in [0, 1], got [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"`{arg}`: y must be (N,) with N = {x.shape[0]} (the number of inputs), got shape {tuple(y.shape)}")
+    if task == "classification":
+        if y.is_floating_point():
+            if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
+                raise TypeError(f"`{arg}`: classification labels must be integers, got non-integer {y.dtype} values")
+        elif y.dtype == torch.bool or y.is_complex():
+            raise TypeError(f"`{arg}`: classification labels must be integers, got {y.dtype}")
+        y = y.long()
+        if int(y.min()) < 0:
+            raise ValueError(f"`{arg}`: labels must be >= 0, got {int(y.min())}")
+    else:
+        if not y.is_floating_point():
+            y = y.float()
+        if not torch.isfinite(y).all():
+            raise ValueError(f"`{arg}`: y contains NaN or inf value(s)")
+        y = y.float()
+    masks = None
+    if len(out) == 3:
+        masks = out[2]
+        if kind != "image":
+            raise ValueError(f"`{arg}`: masks are only for images")
+        if masks.dtype != torch.bool:
+            raise TypeError(f"`{arg}`: masks must be a bool tensor, got {masks.dtype}")
+        if tuple(masks.shape) != (x.shape[0], *x.shape[-2:]):
+            raise ValueError(f"`{arg}`: masks must be (N, H, W) = {(x.shape[0], *x.shape[-2:])}, got {tuple(masks.shape)}")
+    return (x, y, masks)
 
 
 def _validate_split(split: Split, name: str, info: DatasetInfo) -> None:

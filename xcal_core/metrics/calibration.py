@@ -41,11 +41,14 @@ def _inputs(probs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _bin_ids(conf: torch.Tensor, n_bins: int, binning: str) -> torch.Tensor:
-    """Bin index per sample. Uniform: bins (lo, hi] of width 1/n_bins (conf 0 goes to bin 0).
+    """Bin index per sample. Uniform: bins [lo, hi) of width 1/n_bins, the last one closed [lo, 1], with
+    the edges ``linspace(0, 1, n_bins + 1)`` in the confidences' dtype: the convention of torchmetrics
+    and netcal, so a confidence exactly on an edge k/B goes to bin k.
     Adaptive: equal-mass bins over the sorted confidences (sizes differ by at most one)."""
     n = conf.shape[0]
     if binning == "uniform":
-        return (torch.ceil(conf.double() * n_bins).long() - 1).clamp(0, n_bins - 1)
+        edges = torch.linspace(0, 1, n_bins + 1, dtype=conf.dtype, device=conf.device)
+        return (torch.bucketize(conf, edges, right=True) - 1).clamp(0, n_bins - 1)
     order = torch.argsort(conf, stable=True)
     ids = torch.empty(n, dtype=torch.long, device=conf.device)
     # rank r -> bin floor(r * n_bins / n): the np.array_split partition of the sorted order
@@ -72,7 +75,8 @@ def ece(probs: Any, labels: Any, n_bins: int = 15, binning: str = "uniform") -> 
         probs: (N, K) float probabilities, rows summing to 1.
         labels: (N,) int64 true classes in [0, K).
         n_bins: number of bins, >= 1.
-        binning: ``"uniform"`` (equal-width bins (lo, hi] on [0, 1], as torchmetrics/netcal) or
+        binning: ``"uniform"`` (equal-width bins [lo, hi) on [0, 1], the last one closed, as
+            torchmetrics and netcal: a confidence on an edge k/B falls in bin k) or
             ``"adaptive"`` (equal-mass bins, Nixon et al. 2019).
 
     Returns:

@@ -17,6 +17,8 @@ Conventions shared by all models built here:
 
 from __future__ import annotations
 
+import functools
+
 import os
 import warnings
 from collections import OrderedDict
@@ -710,6 +712,8 @@ MODELS: dict[str, dict[str, Any]] = {
     "small_cnn": {"builder": SmallCNN, "kind": "image", "doc": "small VGG-style CNN for 8x8..32x32 (width, n_blocks, dropout)"},
     "resnet18_cifar": {"builder": ResNet18Cifar, "kind": "image", "doc": "ResNet-18, 3x3 stem, no max-pool (width, dropout)"},
     "resnet_cifar": {"builder": ResNetCifar, "kind": "image", "doc": "He et al. CIFAR ResNet, depth 6n+2 (depth=32, width=16)"},
+    "resnet20": {"builder": functools.partial(ResNetCifar, depth=20), "kind": "image",
+                 "doc": "ResNet-20 of He et al. (width 16, 0.27 M weights): the small ResNet for 28x28 / 32x32"},
     "vgg_cifar": {"builder": VGGCifar, "kind": "image", "doc": "VGG-BN for 32x32 with a 512-512-K classifier (depth=16, dropout)"},
 }
 """Registry of the built-in architectures; torchvision models are available as ``"tv:<arch>"``."""

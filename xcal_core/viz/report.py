@@ -10,14 +10,19 @@ import pandas as pd
 
 __all__ = ["plot_scoreboard", "plot_metric_summary", "key_figures"]
 
-_VERDICT_COLORS = {"holds": "#2a9d8f", "mixed": "#e9c46a", "fails": "#e76f51"}
+_VERDICT_COLORS = {"holds": "#2a9d8f", "fails": "#e76f51", "inconclusive": "#8d99ae", "mixed": "#e9c46a"}
+_VERDICT_HATCH = {"holds": "", "fails": "//", "inconclusive": "..", "mixed": "xx"}
 
 
 def plot_scoreboard(board: pd.DataFrame, ax: Any = None) -> tuple[Any, Any]:
-    """Horizontal bars: share of runs in which each claim held, coloured by verdict.
+    """Per notebook, how many claims hold, fail, are inconclusive or are mixed across runs.
+
+    One stacked horizontal bar per notebook (and profile, when several are present); every segment is
+    labelled with its count, so a verdict that occurs is always visible, and the colours carry a hatch
+    as well (readable in greyscale).
 
     Args:
-        board: output of :func:`xcal_core.report.scoreboard`.
+        board: output of :func:`xcal_core.report.scoreboard` (``verdict`` over runs per claim).
         ax: optional Axes.
 
     Returns:
@@ -25,21 +30,33 @@ def plot_scoreboard(board: pd.DataFrame, ax: Any = None) -> tuple[Any, Any]:
     """
     if board.empty:
         raise ValueError("`board` is empty: no claims were found in the given runs")
-    labels = (board["notebook"].str.slice(0, 2) + " " + board["claim_id"] + " [" + board["profile"] + "]").tolist()
+    if "verdict" not in board.columns:
+        raise ValueError("`board` lacks the 'verdict' column; pass xcal_core.report.scoreboard(...)")
+    key = board["notebook"].astype(str).str.slice(0, 2)
+    if board["profile"].nunique() > 1:
+        key = key + " [" + board["profile"].astype(str) + "]"
+    counts = pd.crosstab(key, board["verdict"]).reindex(columns=list(_VERDICT_COLORS), fill_value=0)
+    counts = counts.sort_index(ascending=False)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(board) + 1.2))
+        fig, ax = plt.subplots(figsize=(9, min(6.0, 0.5 * len(counts) + 1.6)))
     else:
         fig = ax.figure
-    y = np.arange(len(board))[::-1]
-    ax.barh(y, board["held_share"], color=[_VERDICT_COLORS[v] for v in board["verdict"]], edgecolor="black", linewidth=0.4)
-    for yi, (h, n) in zip(y, zip(board["held"], board["runs"])):
-        ax.text(1.01, yi, f"{h}/{n}", va="center", fontsize=8)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlim(0, 1.12)
-    ax.set_xlabel("share of runs in which the claim held")
-    ax.set_title("Claims of the papers on our data")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _VERDICT_COLORS.values()]
-    ax.legend(handles, list(_VERDICT_COLORS), loc="lower right", fontsize=8, frameon=False)
+    y = np.arange(len(counts))
+    left = np.zeros(len(counts))
+    for v, color in _VERDICT_COLORS.items():
+        n = counts[v].to_numpy()
+        ax.barh(y, n, left=left, color=color, hatch=_VERDICT_HATCH[v], edgecolor="black", linewidth=0.5,
+                label=f"{v} ({int(n.sum())})")
+        for yi, (l, c) in enumerate(zip(left, n)):
+            if c:
+                ax.text(l + c / 2, yi, str(int(c)), ha="center", va="center", fontsize=11, fontweight="bold",
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+        left = left + n
+    ax.set_yticks(y, counts.index.tolist(), fontsize=11)
+    ax.set_xlim(0, left.max() * 1.05 + 0.5)
+    ax.set_xlabel("number of claims (verdict over all runs read)")
+    ax.set_title(f"{len(board)} claims of the papers on our data")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=10, frameon=False)
     return fig, ax
 
 
