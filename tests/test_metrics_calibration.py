@@ -227,3 +227,31 @@ def test_bad_input():
         brier(p, y + 4)
     with pytest.raises(ValueError, match="unknown `search`"):
         select_bandwidth(p, search="golden")
+
+
+def test_calibration_floor_tells_planted_miscalibration_from_none():
+    """Labels drawn from the predictions: the estimate sits inside its floor. A planted temperature
+    (the same predictions sharpened or softened by T = 0.5 / 2 while the labels follow the originals)
+    is clearly above it."""
+    from xcal_core.metrics import calibration_floor, compare_to_floor
+
+    z, p, _ = _sample(n=2000, k=10, scale=3.0, seed=11)
+    g = torch.Generator().manual_seed(0)
+    y = torch.multinomial(p, 1, generator=g).squeeze(1)  # perfectly calibrated
+    for n_bins in (10, 15):
+        floor = calibration_floor(p, "ece", n_draws=30, generator=g, n_bins=n_bins)
+        assert floor.shape == (30,) and 0 < float(floor.mean()) < 0.05
+        calibrated = compare_to_floor(ece(p, y, n_bins=n_bins), floor)
+        assert abs(calibrated.excess) < 3 * calibrated.floor_sd + 1e-3
+        for t in (0.5, 2.0):
+            q = torch.softmax(z / t, 1)
+            planted = compare_to_floor(ece(q, y, n_bins=n_bins), calibration_floor(q, "ece", n_draws=30, generator=g,
+                                                                                 n_bins=n_bins))
+            assert planted.above_floor and planted.excess > 5 * planted.floor_sd
+    # any estimator: a callable
+    f = calibration_floor(p, lambda q, lab: float((q.argmax(1) == lab).double().mean()), n_draws=5, generator=g)
+    assert f.shape == (5,)
+    with pytest.raises(ValueError, match="`metric_fn`"):
+        calibration_floor(p, "accuracy")
+    with pytest.raises(ValueError, match="`floor` must hold >= 2"):
+        compare_to_floor(0.1, [0.1])

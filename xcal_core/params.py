@@ -65,6 +65,10 @@ class Param:
         low, high: inclusive numeric bounds (for lists: per item).
         item_type: element type of a list parameter (``int, float, str, bool``).
         nullable: whether ``None`` is allowed.
+        advanced: a paper-scale or expert knob (stand-ins, checkpoints, AMP, GPU batch sizes, model
+            lists): it is not written in the notebook's parameters cell, so a workshop reader sees only
+            the parameters that matter in class; profiles, ``-p`` and papermill can still set it, and
+            ``start_run`` fills in its default (or the profile's preset) when it is absent.
     """
 
     name: str
@@ -76,6 +80,7 @@ class Param:
     high: float | None = None
     item_type: type | None = None
     nullable: bool = False
+    advanced: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _UPPER_SNAKE.match(self.name):
@@ -150,7 +155,8 @@ class Param:
 
     def describe(self) -> str:
         t = _TYPE_NAMES[self.type] + (f"[{_TYPE_NAMES[self.item_type]}]" if self.item_type else "")
-        return f"{self.name} ({t}, default {self.default!r}; {self._allowed()}): {self.help}"
+        return (f"{self.name} ({t}, default {self.default!r}; {self._allowed()}): {self.help}"
+                + (" [advanced: not in the parameters cell]" if self.advanced else ""))
 
 
 COMMON_PARAMS: tuple[Param, ...] = (
@@ -199,6 +205,11 @@ class NotebookSchema:
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.params]
+
+    @property
+    def cell_names(self) -> list[str]:
+        """The names written in the notebook's parameters cell (every parameter but the advanced ones)."""
+        return [p.name for p in self.params if not p.advanced]
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}

@@ -9,3 +9,4 @@ from .robustness import *  # noqa: F401,F403
 from .saliency import *  # noqa: F401,F403
 from .localization import *  # noqa: F401,F403
 from .summary import *  # noqa: F401,F403
+from .tests import *  # noqa: F401,F403

@@ -28,6 +28,9 @@ __all__ = [
     "select_bandwidth",
     "loo_log_likelihood",
     "BANDWIDTH_GRID",
+    "calibration_floor",
+    "FloorSummary",
+    "compare_to_floor",
 ]
 
 # Grid of Popordanoska et al. (2024): 50 log-spaced values in [1e-5, 1e-1] plus 0.2, 0.4, ..., 1.0.
@@ -419,3 +422,95 @@ def ce_kl(
         kl = (cal * (cal.log() - log_p[start:stop])).sum(1)
         total += kl.sum()
     return float(total / n)
+
+
+# ----------------------------------------------------------------------------------------------
+# the estimator's floor: its value on perfectly calibrated predictions of the same kind
+# ----------------------------------------------------------------------------------------------
+
+
+def calibration_floor(
+    probs: Any,
+    metric_fn: Any = "ece",
+    *,
+    n_draws: int = 20,
+    generator: torch.Generator | None = None,
+    **metric_kwargs: Any,
+) -> torch.Tensor:
+    """Values of a calibration-error estimator on the same predictions with labels redrawn from them.
+
+    Drawing every label from the model's own predicted probabilities, ``y_i ~ Categorical(p_i)``,
+    makes the predictions perfectly calibrated by construction: the true calibration error is 0, so
+    whatever the estimator returns is its bias and noise at this sample size and with these
+    predictions (the *floor*). A measured calibration error is evidence of miscalibration only where
+    it clearly exceeds this floor; see :func:`compare_to_floor`.
+
+    Args:
+        probs: (N, K) float probabilities, rows summing to 1.
+        metric_fn: ``"ece"``, ``"classwise_ece"``, ``"ce_kl"`` or a callable ``f(probs, labels, **kw)
+            -> float``.
+        n_draws: independent label draws (>= 2), for the floor's spread.
+        generator: torch.Generator for the draws (on the CPU).
+        **metric_kwargs: passed to the metric each time (e.g. ``n_bins=15``; for ``ce_kl`` pass the
+            same ``bandwidth`` and ``groups`` as for the real labels).
+
+    Returns:
+        float64 tensor (n_draws,) of the estimator's values under perfect calibration.
+    """
+    p = check_probs(probs, "probs").detach()
+    n_draws = check_int(n_draws, "n_draws", low=2)
+    fns = {"ece": ece, "classwise_ece": classwise_ece, "ce_kl": ce_kl}
+    if isinstance(metric_fn, str):
+        check_choice(metric_fn, "metric_fn", list(fns))
+        metric_fn = fns[metric_fn]
+    elif not callable(metric_fn):
+        raise TypeError(f"`metric_fn` must be one of {list(fns)} or a callable, got {type(metric_fn).__name__}")
+    p_cpu = p.double().cpu().clamp_min(0)
+    out = torch.empty(n_draws, dtype=torch.float64)
+    for d in range(n_draws):
+        y = torch.multinomial(p_cpu, 1, generator=generator).squeeze(1).to(p.device)
+        out[d] = float(metric_fn(p, y, **metric_kwargs))
+    return out
+
+
+@dataclass(frozen=True)
+class FloorSummary:
+    """A calibration error next to its estimator's floor (see :func:`compare_to_floor`).
+
+    Attributes:
+        value: the estimate with the real labels.
+        floor_mean, floor_sd: mean and standard deviation of the floor draws.
+        floor_q95: 95th percentile of the floor draws.
+        excess: ``value - floor_mean`` (the part of the estimate that is not estimator bias).
+        above_floor: ``value > floor_q95``: the miscalibration is distinguishable from none.
+    """
+
+    value: float
+    floor_mean: float
+    floor_sd: float
+    floor_q95: float
+    excess: float
+    above_floor: bool
+
+    def as_dict(self) -> dict[str, float | bool]:
+        return {k: getattr(self, k) for k in ("value", "floor_mean", "floor_sd", "floor_q95", "excess", "above_floor")}
+
+
+def compare_to_floor(value: float, floor: Any) -> FloorSummary:
+    """Put a calibration-error estimate next to its floor (from :func:`calibration_floor`).
+
+    Args:
+        value: the estimate with the real labels.
+        floor: (D,) floor draws, D >= 2.
+
+    Returns:
+        :class:`FloorSummary`.
+    """
+    f = torch.as_tensor(floor, dtype=torch.float64).reshape(-1)
+    if f.numel() < 2 or not torch.isfinite(f).all():
+        raise ValueError(f"`floor` must hold >= 2 finite draws, got {f.numel()}")
+    if not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ValueError(f"`value` must be a finite number, got {value!r}")
+    q95 = float(torch.quantile(f, 0.95))
+    mean = float(f.mean())
+    return FloorSummary(float(value), mean, float(f.std()), q95, float(value) - mean, float(value) > q95)
