@@ -53,12 +53,13 @@ RECIPES: dict[str, Recipe] = {
         about="the workshop CNN (3 blocks of 2 convolutions, widths 16-32-64, BatchNorm, global average "
               "pooling; 0.07 M weights)"),
     "resnet20": Recipe(
-        "resnet20", epochs=4,
+        "resnet20", epochs=4, lr_schedule="cosine",
         about="the small ResNet (He et al. ResNet-20, width 16; 0.27 M weights)"),
     "small_cnn_overconfident": Recipe(
-        "small_cnn", epochs=24,
-        about="the workshop CNN trained three times longer without regularization: over-confident on "
-              "held-out data, the setting calibration is meant to fix"),
+        "small_cnn", epochs=30, lr_schedule="cosine",
+        about="the workshop CNN trained to convergence (30 epochs, cosine schedule) without any "
+              "regularization: it fits the training images and is over-confident on held-out ones, the "
+              "setting calibration is meant to fix"),
 }
 """The named recipes. ``small_cnn`` and ``resnet20`` are the workshop's Fashion-MNIST models."""
 
