@@ -7,6 +7,7 @@ PY       := $(VENV)/bin/python
 PROFILE  ?= workshop
 NOTEBOOKS ?=
 PYTEST_ARGS ?= -n 2
+TORCH    ?= default
 PINS     := requirements.txt requirements-nodeps.txt pyproject.toml
 STAMP    := $(VENV)/.xcal-pins-$(shell cat $(PINS) | sha256sum | cut -c1-16)
 
@@ -17,14 +18,28 @@ help:
 	@echo "make test   run the whole test suite (unit tests + smoke execution of every notebook)"
 	@echo "make lab    start JupyterLab with the xcal kernel"
 	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make venv TORCH=cpu   the environment with PyTorch's CPU-only wheels (laptops without a GPU)"
 	@echo "make data   make sure the real Fashion-MNIST files are there (installs Debian's dataset-fashion-mnist as root)"
 
 venv: $(STAMP)
 
+# TORCH=cpu installs PyTorch's CPU-only wheels (about 1 GB instead of ~5 GB of CUDA libraries on Linux)
+# from https://download.pytorch.org/whl/cpu, then the rest of the pins. Our own machines reach only PyPI,
+# so that path is not exercised by our CI. macOS and Windows wheels on PyPI are CPU builds already.
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+
 $(STAMP): $(PINS)
+	@if [ -z "$(PYTHON)" ] || ! $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
+	  echo "xcal needs Python 3.11 (the pinned set is tested on it); found: $$($(PYTHON) --version 2>&1 || echo none)."; \
+	  echo "Install python3.11 (e.g. apt-get install python3.11 python3.11-venv, brew install python@3.11, pyenv)"; \
+	  echo "or point make at one: make PYTHON=/path/to/python3.11 ..."; exit 1; fi
+	@case "$(TORCH)" in default|cpu) ;; *) echo "TORCH must be 'default' or 'cpu', got '$(TORCH)'"; exit 1;; esac
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing the pinned environment into $(VENV) (first time: a few minutes, ~6 GB)"
+	@echo "installing the pinned environment into $(VENV) (first time: a few minutes, ~6 GB; TORCH=cpu: ~2 GB)"
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade >/dev/null
+	@if [ "$(TORCH)" = cpu ]; then \
+	  $(PY) -m pip install -q --index-url $(TORCH_CPU_INDEX) "$$(grep '^torch==' requirements.txt)" \
+	    "$$(grep '^torchvision==' requirements.txt)" || exit 1; fi
 	@if $(PY) -m pip install -q uv >/dev/null 2>&1; then \
 	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -r requirements.txt && \
 	  $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) --no-deps -r requirements-nodeps.txt && \
