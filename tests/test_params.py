@@ -83,11 +83,18 @@ def test_misspelled_papermill_parameter_is_rejected(schema):
         resolve_params(schema, {"SEED": "1"})
 
 
-def test_params_hash_ignores_paths_and_device(schema):
-    a, _ = resolve_params(schema, {"RUN_DIR": "/tmp/a", "DEVICE": "cpu"})
-    b, _ = resolve_params(schema, {"RUN_DIR": "/tmp/b"})
+def test_params_hash_ignores_paths_and_counts_the_device_kind(schema):
+    """The run identity: paths do not count; DEVICE counts by kind ('auto' adds nothing, so default runs keep
+    their folders; 'cpu' and 'cuda' runs get their own, and 'cuda:7' is 'cuda')."""
+    a, _ = resolve_params(schema, {"RUN_DIR": "/tmp/a", "DATA_DIR": "/data"})
+    b, _ = resolve_params(schema, {"RUN_DIR": "/tmp/b", "DEVICE": "auto"})
     c, _ = resolve_params(schema, {"SEED": 1})
     assert params_hash(a) == params_hash(b) != params_hash(c)
+    cpu, _ = resolve_params(schema, {"DEVICE": "cpu"})
+    cuda, _ = resolve_params(schema, {"DEVICE": "cuda"})
+    cuda7, _ = resolve_params(schema, {"DEVICE": "cuda:7"})
+    assert len({params_hash(a), params_hash(cpu), params_hash(cuda)}) == 3
+    assert params_hash(cuda) == params_hash(cuda7)
 
 
 def test_start_run_writes_params_and_manifest(tmp_path, schema):
@@ -101,3 +108,98 @@ def test_start_run_writes_params_and_manifest(tmp_path, schema):
         run.p.N_EPOCH
     with pytest.raises(AttributeError, match="read-only"):
         run.p.N_EPOCHS = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# explicit parameters: never dropped, always winning, in any float spelling (issue 21, items 7-9, 12)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def toy():
+    return NotebookSchema("99_toy", "p", [
+        Param("N_EPOCHS", int, 8, "epochs", low=1),
+        Param("LR", float, 2e-3, "learning rate", low=0.0),
+        Param("METHODS", list, ["a"], "methods", item_type=str, choices=["a", "b", "openml:*"]),
+        Param("NAMES", list, ["a"], "names without an item type", choices=["a", "b"]),
+    ], profiles={"smoke": {"N_EPOCHS": 2}})
+
+
+def test_parameter_names_in_another_case_are_errors_not_dropped(toy):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) for notebook 99_toy: 'n_epochs' \(did you mean 'N_EPOCHS'\?\)"):
+        resolve_params(toy, {"n_epochs": 3}, explicit=["n_epochs"])
+    with pytest.raises(ValueError, match=r"'lr' \(did you mean 'LR'\?\)"):
+        resolve_params(toy, {"PROFILE": "smoke", "lr": 0.1})  # a notebook namespace: a literal in another case
+    with pytest.raises(ValueError, match=r"'epochs' \(did you mean 'N_EPOCHS'\?\)"):
+        resolve_params(toy, {"epochs": 3}, explicit=["epochs"])
+    # other lower-case names of a namespace (imports, helpers) are still ignored
+    r, _ = resolve_params(toy, {"np": object(), "x": 3, "run": None})
+    assert r["N_EPOCHS"] == 8
+
+
+def test_an_explicit_value_equal_to_the_default_beats_the_profile_preset(toy):
+    r, over = resolve_params(toy, {"PROFILE": "smoke", "N_EPOCHS": 8}, explicit=["N_EPOCHS"])
+    assert r["N_EPOCHS"] == 8 and over == ["N_EPOCHS"]
+    # the parameters cell's own value keeps the documented rule: equal to the default -> the preset applies
+    r, over = resolve_params(toy, {"PROFILE": "smoke", "N_EPOCHS": 8})
+    assert r["N_EPOCHS"] == 2 and over == []
+
+
+def test_float_parameters_accept_the_usual_spellings(toy):
+    lr = toy.by_name["LR"]
+    assert lr.validate("1e-3") == 0.001 and lr.validate("2.5E+2") == 250.0 and lr.validate(".5") == 0.5
+    with pytest.raises(TypeError, match="`LR` must be a float, got str 'fast'"):
+        lr.validate("fast")
+    from xcal_core.batch import yaml_load
+
+    assert yaml_load("1e-3") == 0.001 and yaml_load("[1e-3, 2, .5]") == [0.001, 2, 0.5] and yaml_load("cuda") == "cuda"
+    assert yaml_load("{LR: 1E-4}") == {"LR": 0.0001}
+
+
+def test_list_choices_are_checked_with_or_without_an_item_type(toy):
+    with pytest.raises(ValueError, match=r"`METHODS`\[1\] = 'c' is not allowed"):
+        toy.by_name["METHODS"].validate(["a", "c"])
+    assert toy.by_name["METHODS"].validate(["openml:iris"]) == ["openml:iris"]  # a pattern choice
+    with pytest.raises(ValueError, match=r"`NAMES`\[0\] = 'bb' is not allowed.*did you mean 'b'"):
+        toy.by_name["NAMES"].validate(["bb"])
+
+
+def test_papermill_injected_names_are_explicit_and_must_be_parameters(tmp_path, schema):
+    """papermill -p / -f write a '# Parameters' cell; IPython keeps its source in In. Its names win over the
+    preset even when equal to the default, and a name that is not a parameter is an error, not ignored."""
+    name = next(k for k, v in schema.profiles["smoke"].items() if v != schema.by_name[k].default and schema.by_name[k].type is int)
+    default = schema.by_name[name].default
+    ns = {**schema.defaults(), "PROFILE": "smoke", "RUN_DIR": str(tmp_path / "r"), "DEVICE": "cpu",
+          "In": ["", f"# Parameters\nPROFILE = \"smoke\"\n{name} = {default}\n"]}
+    run = start_run("00_quickstart", ns)
+    assert run.p[name] == default and name in run.overrides
+    ns["In"].append(f"# Parameters\n{name.lower()} = 4\n")
+    ns[name.lower()] = 4
+    with pytest.raises(ValueError, match=rf"'{name.lower()}' \(did you mean '{name}'\?\)"):
+        start_run("00_quickstart", ns)
+
+
+def test_name_lists_have_choices_checked_before_any_work(tmp_path):
+    """A wrong model or explainer name in a list parameter fails in start_run, not after training."""
+    with pytest.raises(ValueError, match=r"`MODELS`\[0\] = 'smal_cnn' is not allowed.*did you mean 'small_cnn'"):
+        start_run("02_calibrate_to_interpret", {"MODELS": ["smal_cnn"], "RUN_DIR": str(tmp_path / "a")})
+    with pytest.raises(ValueError, match=r"`METHODS`\[0\] = 'salency' is not allowed"):
+        start_run("00_quickstart", {"METHODS": ["salency"], "RUN_DIR": str(tmp_path / "b")})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    free_form = {"CHECKPOINTS", "RUN_PATHS", "KEY_FIGURES", "MORE_MODELS"}  # paths, pairs and patterns
+    for nb in ("00_quickstart", "01_calibration_under_perturbations", "02_calibrate_to_interpret",
+               "03_uncertainty_of_explanations", "04_optimized_aggregation", "05_idexpo_training"):
+        for p in load_schema(nb).params:
+            if p.type is list and p.item_type is str and p.name not in free_form:
+                assert p.choices, f"{nb}: list parameter {p.name} has no choices"
+
+
+def test_schema_choices_match_the_registries():
+    from xcal_core.data import DATASETS
+    from xcal_core.data.standin import STANDINS
+    from xcal_core.explainers import available_methods
+    from xcal_core.models import available_models
+    from xcal_core.schemas import _choices
+
+    assert sorted(_choices.EXPLAINERS) == sorted(available_methods())
+    assert sorted(_choices.MODELS) == sorted(available_models())
+    named = {n for n in DATASETS if n not in ("openml", "standin")} | {f"standin:{n}" for n in STANDINS} | {"openml:*"}
+    assert set(_choices.DATASETS) == named

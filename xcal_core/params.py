@@ -13,14 +13,23 @@ The common parameters ``PROFILE, SEED, DEVICE, DATA_DIR, RUN_DIR, ALLOW_DOWNLOAD
 schema. The notebook's ``parameters`` cell lists every name with its schema default (the workshop
 value); cell 4 calls ``run = start_run("<notebook_id>", globals())``.
 
-Resolution rule: a value that differs from the schema default is an explicit override and wins;
-otherwise the profile's preset applies, otherwise the default. Unknown UPPER_SNAKE names (for
-example a misspelled ``papermill -p``) are rejected with the closest valid names.
+Resolution rule: a value given explicitly (``papermill -p`` / ``-f``, ``python -m xcal_core.run -p``,
+a sweep's ``parameters`` / ``grid``, keyword arguments of :func:`start_run`) always wins, even when it
+equals the schema default. A value in the notebook's own parameters cell wins when it differs from
+the schema default; otherwise the profile's preset applies, otherwise the default. Every explicit
+name must be a parameter (any spelling: ``n_epochs`` is rejected with "did you mean 'N_EPOCHS'"), and
+unknown UPPER_SNAKE names in the notebook's namespace are rejected with the closest valid names.
+
+The run identity (:func:`params_hash`, the run folder's name) covers every resolved parameter except
+the paths ``RUN_DIR`` and ``DATA_DIR``; ``DEVICE`` counts by its kind: ``"auto"`` (the default) adds
+nothing, ``"cpu"`` and ``"cuda"`` (any index: ``"cuda:1"`` is ``"cuda"``) each give their own folder.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
+import fnmatch
 import hashlib
 import importlib
 import json
@@ -43,6 +52,8 @@ __all__ = [
     "repo_root",
     "start_run",
     "ParamValues",
+    "device_kind",
+    "papermill_injected_names",
 ]
 
 PROFILES = ("smoke", "workshop", "paper")
@@ -50,6 +61,8 @@ DEFAULT_PROFILE = "workshop"
 _UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _TYPES = (int, float, str, bool, list)
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", list: "list"}
+# the float spellings YAML 1.1 leaves as strings ("1e-3", "1E5", "+2.", ".5e-2"): accepted for float parameters
+_FLOAT_STR = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,8 @@ class Param:
         type: one of ``int, float, str, bool, list``.
         default: the workshop value (also the value written in the parameters cell).
         help: one line shown in errors and docs.
-        choices: allowed values (for lists: allowed items).
+        choices: allowed values (for lists: allowed items). A string choice holding ``*`` is a
+            pattern (``"openml:*"`` allows every ``openml:<name>``).
         low, high: inclusive numeric bounds (for lists: per item).
         item_type: element type of a list parameter (``int, float, str, bool``).
         nullable: whether ``None`` is allowed.
@@ -96,10 +110,20 @@ class Param:
         object.__setattr__(self, "default", self.validate(self.default))
 
     # -- validation -------------------------------------------------------------------------
+    def _choices_text(self) -> str:
+        c = list(self.choices or ())
+        return str(c) if len(c) <= 40 else str(c[:40])[:-1] + f", ... ({len(c)} in all)]"
+
+    def _in_choices(self, value: Any) -> bool:
+        if value in self.choices:
+            return True
+        return isinstance(value, str) and any(isinstance(c, str) and "*" in c and fnmatch.fnmatchcase(value, c)
+                                              for c in self.choices)
+
     def _allowed(self) -> str:
         parts = []
         if self.choices is not None:
-            parts.append(f"one of {list(self.choices)}")
+            parts.append(f"one of {self._choices_text()}")
         if self.low is not None or self.high is not None:
             lo = "-inf" if self.low is None else self.low
             hi = "inf" if self.high is None else self.high
@@ -120,6 +144,8 @@ class Param:
                 else:
                     raise TypeError(f"parameter `{self.name}`{where} must be an int, got {type(value).__name__} {value!r}")
         elif typ is float:
+            if isinstance(value, str) and _FLOAT_STR.match(value):
+                value = float(value)  # "1e-3": YAML 1.1 (PyYAML, papermill -f / -y) reads it as a string
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"parameter `{self.name}`{where} must be a float, got {type(value).__name__} {value!r}")
             value = float(value)
@@ -130,10 +156,10 @@ class Param:
                 raise TypeError(f"parameter `{self.name}`{where} must be a str, got {type(value).__name__} {value!r}")
         else:  # pragma: no cover - guarded in __post_init__
             raise TypeError(f"parameter `{self.name}`: unsupported type {tname}")
-        if self.choices is not None and value not in self.choices:
+        if self.choices is not None and not self._in_choices(value):
             close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"parameter `{self.name}`{where} = {value!r} is not allowed; allowed: {list(self.choices)}{hint}")
+            raise ValueError(f"parameter `{self.name}`{where} = {value!r} is not allowed; allowed: {self._choices_text()}{hint}")
         if typ in (int, float):
             if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
                 raise ValueError(f"parameter `{self.name}`{where} = {value!r} is out of range; allowed: {self._allowed()}")
@@ -149,6 +175,13 @@ class Param:
             if not isinstance(value, (list, tuple)):
                 raise TypeError(f"parameter `{self.name}` must be a list, got {type(value).__name__} {value!r}")
             if self.item_type is None:
+                if self.choices is not None:
+                    for i, v in enumerate(value):
+                        if not self._in_choices(v):
+                            close = difflib.get_close_matches(str(v), [str(c) for c in self.choices], n=1)
+                            hint = f" (did you mean {close[0]!r}?)" if close else ""
+                            raise ValueError(f"parameter `{self.name}`[{i}] = {v!r} is not allowed; "
+                                             f"allowed: {self._choices_text()}{hint}")
                 return list(value)
             return [self._check_scalar(v, self.item_type, f"[{i}]") for i, v in enumerate(value)]
         return self._check_scalar(value, self.type, "")
@@ -251,39 +284,60 @@ def _candidate_params(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_params(schema: NotebookSchema, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _closest(name: str, names: list[str]) -> str | None:
+    """The parameter ``name`` most likely meant: same name in another case first, else the closest spelling."""
+    upper = {n.upper(): n for n in names}
+    if str(name).upper() in upper:
+        return upper[str(name).upper()]
+    close = difflib.get_close_matches(str(name), names, n=1) or difflib.get_close_matches(str(name).upper(), names, n=1)
+    return close[0] if close else None
+
+
+def resolve_params(schema: NotebookSchema, values: Mapping[str, Any],
+                   explicit: Iterable[str] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Validate ``values`` against ``schema`` and apply the profile.
 
     Args:
         schema: the notebook's schema.
         values: a namespace (e.g. the notebook's ``globals()``) or a plain dict of parameters.
-            Only UPPER_SNAKE names with literal values are considered.
+            Of the names not listed in ``explicit``, only UPPER_SNAKE names with literal values are
+            considered; a literal whose name is a parameter's in another case (``n_epochs``) is an error.
+        explicit: names given explicitly (papermill ``-p``, the batch runner's ``-p``, a sweep entry,
+            keyword arguments). Each must be a parameter, whatever its spelling, and its value wins
+            over the profile preset even when it equals the schema default.
 
     Returns:
-        ``(resolved, overrides)``: every parameter's final value, and the names whose given value
-        differs from the schema default (explicit overrides that won over the profile preset).
+        ``(resolved, overrides)``: every parameter's final value, and the names that won over the
+        profile preset (explicit ones, and namespace values that differ from the schema default).
 
     Raises:
         ValueError: unknown parameter name (with close matches), value out of range / not allowed.
         TypeError: value of the wrong type.
     """
+    explicit = [] if explicit is None else list(explicit)
     given = _candidate_params(values)
-    unknown = sorted(set(given) - set(schema.by_name))
+    for k in explicit:
+        if k not in values:
+            raise ValueError(f"explicit parameter {k!r} has no value")
+        given[k] = values[k]
+    misspelt = [k for k, v in values.items() if k not in given and isinstance(k, str) and not k.startswith("_")
+                and k.upper() in schema.by_name and (v is None or isinstance(v, (bool, int, float, str, list, tuple)))]
+    unknown = sorted(set(k for k in given if k not in schema.by_name) | set(misspelt), key=str)
     if unknown:
         hints = []
         for u in unknown:
-            close = difflib.get_close_matches(u, schema.names, n=1)
-            hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            close = _closest(u, schema.names)
+            hints.append(f"{u!r}" + (f" (did you mean {close!r}?)" if close else ""))
         raise ValueError(
             f"unknown parameter(s) for notebook {schema.notebook_id}: {', '.join(hints)}; "
-            f"valid parameters: {schema.names}"
+            f"parameter names are UPPER_SNAKE; valid parameters: {schema.names}"
         )
     checked = {k: schema.by_name[k].validate(v) for k, v in given.items()}
     profile = checked.get("PROFILE", DEFAULT_PROFILE)
     preset = schema.profiles.get(profile, {})
     resolved, overrides = {}, []
     for p in schema.params:
-        if p.name in checked and checked[p.name] != p.default:
+        if p.name in checked and (p.name in explicit or checked[p.name] != p.default):
             resolved[p.name] = checked[p.name]
             if p.name != "PROFILE":
                 overrides.append(p.name)
@@ -294,9 +348,21 @@ def resolve_params(schema: NotebookSchema, values: Mapping[str, Any]) -> tuple[d
     return resolved, overrides
 
 
+def device_kind(device: Any) -> str:
+    """The part of ``DEVICE`` that belongs to a run's identity: ``"auto"``, ``"cpu"``, ``"cuda"`` (any
+    index: ``"cuda:3"`` computes what ``"cuda"`` computes), or the lower-cased string otherwise."""
+    s = str(device if device is not None else "auto").strip().lower()
+    return "cuda" if s.startswith("cuda") else s
+
+
 def params_hash(resolved: Mapping[str, Any], n: int = 10) -> str:
-    """Short stable hash of the resolved parameters (RUN_DIR, DATA_DIR and DEVICE excluded)."""
+    """Short stable hash of a run's identity: the resolved parameters without the paths RUN_DIR and
+    DATA_DIR, with DEVICE by its kind (``"auto"`` adds nothing, so default runs keep their folders;
+    ``"cpu"`` and ``"cuda"`` runs get their own)."""
     key = {k: v for k, v in sorted(resolved.items()) if k not in ("RUN_DIR", "DATA_DIR", "DEVICE")}
+    kind = device_kind(resolved.get("DEVICE", "auto"))
+    if kind != "auto":
+        key["DEVICE"] = kind
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
@@ -357,7 +423,33 @@ def start_run(notebook_id: str, namespace: Mapping[str, Any] | None = None, **pa
     from .runs import Run  # runs sits above params in the layering; imported lazily
 
     schema = load_schema(notebook_id)
-    values = dict(_candidate_params(namespace or {}))
+    namespace = dict(namespace or {})
+    injected = papermill_injected_names(namespace)
+    values = {k: v for k, v in namespace.items() if isinstance(k, str)}
     values.update(params)
-    resolved, overrides = resolve_params(schema, values)
+    resolved, overrides = resolve_params(schema, values, explicit=sorted(set(injected) | set(params)))
     return Run.open(schema, resolved, overrides)
+
+
+def papermill_injected_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Names assigned in the cell papermill injected (``# Parameters``, tagged ``injected-parameters``).
+
+    IPython keeps every executed cell's source in ``In``; papermill's Python translator starts the
+    injected cell with the line ``# Parameters``. These names were given explicitly (``-p``, ``-f``,
+    ``-y``, or the batch runner), so they must all be parameters and they win over the profile preset.
+    """
+    cells = namespace.get("In")
+    if not isinstance(cells, (list, tuple)):
+        return []
+    names: list[str] = []
+    for src in cells:
+        if not isinstance(src, str) or not src.lstrip().startswith("# Parameters"):
+            continue
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names

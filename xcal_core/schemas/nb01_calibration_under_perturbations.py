@@ -1,20 +1,22 @@
 """Parameters of notebooks/01_calibration_under_perturbations.ipynb (ReCalX, Decker et al., NeurIPS 2025)."""
 
 from xcal_core.params import NotebookSchema, Param
+from xcal_core.schemas import _choices
 
 SCHEMA = NotebookSchema(
     notebook_id="01_calibration_under_perturbations",
     paper="ReCalX: Decker, Tresp, Buettner, NeurIPS 2025 (arXiv 2511.10439)",
     params=[
         Param("TABULAR_DATASETS", list, ["breast_cancer", "wine", "digits", "synthetic_tabular"],
-              "tabular datasets (digits as 64 pixel features, openml:<name> in the paper profile)", item_type=str),
+              "tabular datasets (digits as 64 pixel features, openml:<name> in the paper profile)", item_type=str,
+              choices=_choices.DATASETS),
         Param("TABULAR_MODELS", list, ["mlp", "tabular_resnet"], "tabular architectures",
               item_type=str, choices=["mlp", "tabular_resnet"]),
         Param("TABULAR_EPOCHS", int, 40, "training epochs of the tabular models", low=1, high=1000),
         Param("IMAGE_DATASET", str, "shapes", "image dataset (standin:imagenet is a synthetic stand-in of ImageNet's size)",
               choices=["shapes", "digits", "cifar10", "imagenet", "standin:imagenet"]),
         Param("IMAGE_MODELS", list, ["small_cnn"], "image architectures, one set of results each (tv:<arch> for torchvision)",
-              item_type=str),
+              item_type=str, choices=_choices.MODELS),
         Param("IMAGE_EPOCHS", int, 6, "training epochs of the image models (0 with a tv: model uses the pretrained weights)", low=0, high=500),
         Param("N_TRAIN_IMAGES", int, 2000, "training images (shapes; cap for imagenet and stand-ins)", low=16, high=1_000_000),
         Param("N_HELDOUT_IMAGES", int, 2000, "calibration and test images loaded, each (cap for imagenet and stand-ins)", low=10, high=1_000_000),
@@ -35,7 +37,8 @@ SCHEMA = NotebookSchema(
         Param("IMAGE_N_SEEDS", int, 2, "repetitions of the image calibration experiment (training seed when trained here, fit subset, draws)", low=1, high=20),
         Param("N_SEEDS", int, 2, "repetitions (training seed, fit subset, perturbation draws) for the confidence bands", low=1, high=20),
         Param("BANDWIDTH", float, 0.0, "ce_kl kernel bandwidth, 0 to choose it by LOO likelihood once per model", low=0.0, high=10.0),
-        Param("RETRAIN_DATASETS", list, ["wine", "breast_cancer"], "tabular datasets for remove-and-retrain", item_type=str),
+        Param("RETRAIN_DATASETS", list, ["wine", "breast_cancer"], "tabular datasets for remove-and-retrain", item_type=str,
+              choices=_choices.DATASETS),
         Param("RETRAIN_MODEL", str, "mlp", "architecture for remove-and-retrain", choices=["mlp", "tabular_resnet"]),
         Param("RETRAIN_K_MAX", int, 3, "largest number of removed top features", low=1, high=100),
         Param("RETRAIN_SEEDS", int, 3, "retraining seeds per k", low=1, high=20),

@@ -1,6 +1,7 @@
 """Parameters of notebooks/02_calibrate_to_interpret.ipynb (Scafarto et al., Calibrate to Interpret)."""
 
 from xcal_core.params import NotebookSchema, Param
+from xcal_core.schemas import _choices
 
 _METHODS = ["sensitivity", "integrated_gradients", "rise", "meaningful_perturbation"]
 
@@ -12,7 +13,7 @@ SCHEMA = NotebookSchema(
               item_type=str, choices=["shapes", "digits", "cifar10", "cifar100", "food101", "cub200",
                                       "standin:cifar100", "standin:food101", "standin:cub200"]),
         Param("MODELS", list, ["small_cnn"], "architecture per DATASETS entry (one entry: the same for all; tv:<arch> for torchvision)",
-              item_type=str),
+              item_type=str, choices=_choices.MODELS),
         Param("CHECKPOINTS", list, [], "local weights files: model or dataset/model and a file joined by an equals sign (relative to DATA_DIR)",
               item_type=str),
         Param("STANDIN_IF_MISSING", bool, False, "use a synthetic stand-in of the real size when a real dataset is absent (said plainly)"),

@@ -1,6 +1,7 @@
 """Parameters of notebooks/04_optimized_aggregation.ipynb (Decker et al., ICML 2024: AGG_robust / faith / opt)."""
 
 from xcal_core.params import NotebookSchema, Param
+from xcal_core.schemas import _choices
 
 GRADIENT_METHODS = [
     "saliency", "input_x_gradient", "guided_backprop", "deeplift", "integrated_gradients",
@@ -22,8 +23,10 @@ SCHEMA = NotebookSchema(
         Param("N_EPOCHS", int, 15, "training epochs", low=1, high=300),
         Param("LR", float, 2e-3, "Adam learning rate", low=1e-6, high=1.0),
         Param("N_IMAGES", int, 100, "test images explained and evaluated", low=2, high=10_000),
-        Param("METHODS", list, GRADIENT_METHODS, "attribution methods aggregated in the main tables", item_type=str),
-        Param("PERTURBATION_METHODS", list, ["occlusion", "feature_ablation", "kernel_shap"], "perturbation family for the diversity study", item_type=str),
+        Param("METHODS", list, GRADIENT_METHODS, "attribution methods aggregated in the main tables", item_type=str,
+              choices=_choices.EXPLAINERS),
+        Param("PERTURBATION_METHODS", list, ["occlusion", "feature_ablation", "kernel_shap"], "perturbation family for the diversity study", item_type=str,
+              choices=_choices.EXPLAINERS),
         Param("PATCH", int, 2, "patch size (px) of the perturbation methods", low=1, high=64),
         Param("IG_STEPS", int, 16, "Integrated Gradients steps", low=1, high=512),
         Param("NOISE_SAMPLES", int, 10, "SmoothGrad / VarGrad / GradientSHAP samples", low=1, high=512),
