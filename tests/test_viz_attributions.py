@@ -66,7 +66,9 @@ def test_single_attribution(no_show_or_save):
     x, attrs, masks = _batch(n=1)
     fig, ax = plot_attribution(x[0], attrs["integrated_gradients"][0], mask=masks[0], title="IG", colorbar=True)
     assert ax.get_title() == "IG"
-    assert len(fig.axes) == 2  # panel + colorbar
+    cbs = [a for a in ax.child_axes if a.get_label() == "<colorbar>"]  # panel + inset colorbar
+    assert len(cbs) == 1 and cbs[0]._colorbar.cmap.name == "bwr"
+    assert [c for c in ax.collections if c.get_path_effects()], "the mask outline has a halo"
     fig2, ax2 = plt.subplots()
     f, a = plot_attribution(None, np.abs(attrs["saliency"][0].numpy()), ax=ax2)
     assert f is fig2 and a is ax2 and len(ax2.images) == 1

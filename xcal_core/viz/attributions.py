@@ -6,7 +6,9 @@ nothing is shown or saved here (use ``run.save_figure``).
 Colour conventions: signed maps use a diverging colormap centred on 0 (``"bwr"``: red = evidence
 for the class, blue = against); non-negative maps (saliency, Grad-CAM, VarGrad) use a sequential
 one (``"inferno"``). Maps are normalized per sample (see ``normalize``) so colours compare
-within a panel, not absolute values across panels.
+within a panel, not absolute values across panels; every map carries a colorbar saying which scale
+it shows (one per column in grids, where all rows share it). Ground-truth masks are outlined white
+on a black halo (:func:`xcal_core.viz.style.outline_mask`); figures fit a 12 x 6 inch slide.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_tensor
+from .style import COLORS, FONT, add_colorbar, finish_layout, fit_figsize, fit_title, outline_mask, panel_axes, wrap_text
 
 __all__ = ["plot_attribution", "plot_attribution_grid", "plot_feature_attributions"]
 
@@ -67,17 +70,24 @@ def _normalized(a: np.ndarray, normalize: str | None) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def _draw(ax, image, amap, *, cmap, overlay, alpha, mask, signed, normalize):
-    import matplotlib.pyplot as plt  # noqa: F401  (backend chosen by the caller)
+_SCALE_LABEL = {"max_abs": "a / max|a| per map", "minmax": "min-max scaled per map", None: "attribution"}
 
-    a = _normalized(amap, normalize)
+
+def _limits(a: np.ndarray, signed: bool, normalize: str | None) -> tuple[float, float]:
+    """Colour limits of an (already normalized) map: symmetric when signed, [0, 1] when normalized."""
     if signed:
         lim = float(np.abs(a).max()) or 1.0
-        vmin, vmax = -lim, lim
-        cm = cmap or "bwr"
-    else:
-        vmin, vmax = (0.0, 1.0) if normalize is not None else (float(a.min()), float(a.max()) or 1.0)
-        cm = cmap or "inferno"
+        return -lim, lim
+    if normalize is not None:
+        return 0.0, 1.0
+    lo, hi = float(a.min()), float(a.max())
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def _draw(ax, image, amap, *, cmap, overlay, alpha, mask, signed, normalize, lims=None):
+    a = _normalized(amap, normalize)
+    vmin, vmax = lims if lims is not None else _limits(a, signed, normalize)
+    cm = cmap or ("bwr" if signed else "inferno")
     if overlay and image is not None:
         grey = image if image.ndim == 2 else image.mean(-1)
         ax.imshow(grey, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -85,11 +95,7 @@ def _draw(ax, image, amap, *, cmap, overlay, alpha, mask, signed, normalize):
     else:
         im = ax.imshow(a, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
     if mask is not None:
-        m = _to_numpy(mask).astype(float)
-        if m.ndim == 3:
-            m = m.max(0)
-        if m.min() != m.max():
-            ax.contour(m, levels=[0.5], colors="lime", linewidths=1.2)
+        outline_mask(ax, _to_numpy(mask))
     ax.set_xticks([])
     ax.set_yticks([])
     return im
@@ -108,7 +114,7 @@ def plot_attribution(
     overlay: bool = True,
     alpha: float = 0.6,
     title: str | None = None,
-    colorbar: bool = False,
+    colorbar: bool = True,
 ) -> tuple[Any, Any]:
     """Draw one attribution map, optionally over its image and with a ground-truth contour.
 
@@ -117,7 +123,8 @@ def plot_attribution(
         attribution: (C, H, W) or (H, W) raw attributions of that sample (channels are reduced with
             ``reduce``).
         ax: matplotlib Axes to draw on; a new figure is made when None.
-        mask: optional (H, W) ground-truth mask (bool or {0, 1}); its outline is drawn in green.
+        mask: optional (H, W) ground-truth mask (bool or {0, 1}); its outline is drawn white on a black
+            halo, visible on any colour.
         reduce: channel reduction: ``"sum"``, ``"abs_sum"``, ``"mean"``, ``"max_abs"``.
         normalize: ``"max_abs"`` (default), ``"minmax"`` or None (raw values).
         signed: diverging colormap centred on 0 when True; sequential when False; None picks
@@ -125,8 +132,9 @@ def plot_attribution(
         cmap: colormap name; default ``"bwr"`` (signed) / ``"inferno"`` (non-negative).
         overlay: draw the map semi-transparently over the grey image.
         alpha: opacity of the map when overlaid.
-        title: axes title.
-        colorbar: add a colorbar.
+        title: axes title (wrapped to the panel width).
+        colorbar: add a colorbar labelled with the scale (default True; before the shared figure
+            style the default was False).
 
     Returns:
         ``(fig, ax)``.
@@ -142,14 +150,14 @@ def plot_attribution(
     if signed is None:
         signed = bool((amap < 0).any())
     if ax is None:
-        fig, ax = plt.subplots(figsize=(3, 3))
+        fig, ax = plt.subplots(figsize=(3.6, 3.2) if colorbar else (3.2, 3.2), layout="constrained")
     else:
         fig = ax.figure
     im = _draw(ax, img, amap, cmap=cmap, overlay=overlay, alpha=alpha, mask=mask, signed=signed, normalize=normalize)
     if title:
-        ax.set_title(title)
+        fit_title(ax, title, fontsize=FONT["panel_title"] + 1)
     if colorbar:
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        add_colorbar(ax, im, _SCALE_LABEL[normalize])
     return fig, ax
 
 
@@ -166,15 +174,23 @@ def plot_attribution_grid(
     normalize: str | None = "max_abs",
     alpha: float = 0.6,
     panel_size: float = 1.8,
+    colorbar: bool = True,
 ) -> tuple[Any, Any]:
     """A grid of attribution maps: one row per sample, the image then one column per method.
+
+    Each method column shares one colour scale (maps normalized per sample with ``normalize``, or raw
+    values on limits common to the column when ``normalize=None``), shown by one colorbar under the
+    column's last panel. A new figure fits 12 x 6 inches: panels shrink below ``panel_size`` when
+    needed and long sample lists are wrapped into side-by-side blocks
+    (:func:`xcal_core.viz.style.grid_layout`).
 
     Args:
         images: float (N, C, H, W) images in [0, 1].
         attributions_by_method: ``{method name: (N, C, H, W) or (N, H, W) attributions}``, e.g.
             ``{"saliency": explain(model, x, y, "saliency"), ...}``; the column order follows the
             mapping.
-        masks: optional (N, H, W) ground-truth masks; their outlines are drawn on every panel.
+        masks: optional (N, H, W) ground-truth masks; their outlines (white on a black halo) are drawn on
+            every panel.
         titles: optional N row labels (e.g. ``"circle (p=0.93)"``) shown on the image column.
         cmap: colormap for all maps; default per map (``"bwr"`` signed, ``"inferno"`` non-negative).
         overlay: draw each map over the grey image.
@@ -182,10 +198,12 @@ def plot_attribution_grid(
         reduce: channel reduction (``"sum"``, ``"abs_sum"``, ``"mean"``, ``"max_abs"``).
         normalize: per-panel normalization: ``"max_abs"``, ``"minmax"`` or None.
         alpha: map opacity when overlaid.
-        panel_size: inches per panel.
+        panel_size: largest side of a panel in inches (shrunk so that the figure fits a slide).
+        colorbar: one colorbar per method column (default True).
 
     Returns:
-        ``(fig, axes)`` with ``axes`` a (N, 1 + M) numpy array of Axes.
+        ``(fig, axes)`` with ``axes`` a (N, 1 + M) numpy array of Axes (indexed by sample and column
+        even when the rows are wrapped into blocks).
 
     Raises:
         ValueError: empty mapping, wrong ranks, or attributions whose N / H / W differ from the images'.
@@ -218,32 +236,49 @@ def plot_attribution_grid(
     if titles is not None and len(titles) != n:
         raise ValueError(f"`titles` must have one entry per sample ({n}), got {len(titles)}")
     n_cols = 1 + len(maps)
+    tops, title_width, own_figure = [0], None, axes is None
     if axes is None:
-        fig, axes = plt.subplots(n, n_cols, figsize=(panel_size * n_cols, panel_size * n), squeeze=False)
+        cb_room = 0.45 if colorbar else 0.0
+        extra = (0.5 if titles is not None else 0.2, 0.5 + cb_room)
+        fig, axes, lay = panel_axes(n, n_cols, (panel_size, panel_size), extra=extra)
+        tops, title_width = [i for i in range(n) if lay.block_top(i)], lay.panel[0]
     else:
         axes = np.asarray(axes, dtype=object).reshape(n, n_cols) if np.size(axes) == n * n_cols else None
         if axes is None:
             raise ValueError(f"`axes` must hold {n} x {n_cols} Axes")
         fig = axes[0, 0].figure
+    # one colour scale per method column: the same colormap and limits in every row
+    col_maps = {name: [_normalized(_map_2d(arr[i], reduce), normalize) for i in range(n)] for name, arr in maps.items()}
+    col_signed = {name: bool((arr < 0).any()) for name, arr in maps.items()}
+    col_lims = {name: _limits(np.stack(col_maps[name]), col_signed[name], normalize) for name in maps}
+    last = {}
     for i in range(n):
         img = _image_hwc(imgs[i])
         ax = axes[i, 0]
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-        if mk is not None and mk[i].min() != mk[i].max():
-            ax.contour(mk[i], levels=[0.5], colors="lime", linewidths=1.2)
+        if mk is not None:
+            outline_mask(ax, mk[i])
         ax.set_xticks([])
         ax.set_yticks([])
         if titles is not None:
-            ax.set_ylabel(str(titles[i]), fontsize=8)
-        for j, (name, arr) in enumerate(maps.items(), start=1):
-            amap = _map_2d(arr[i], reduce)
-            signed = bool((arr < 0).any())  # per method, so all rows of a column share a colormap
-            _draw(axes[i, j], img, amap, cmap=cmap, overlay=overlay, alpha=alpha,
-                  mask=None if mk is None else mk[i], signed=signed, normalize=normalize)
-    axes[0, 0].set_title("input", fontsize=9)
-    for j, name in enumerate(maps, start=1):
-        axes[0, j].set_title(name.replace("_", " "), fontsize=9)
-    fig.tight_layout()
+            ax.set_ylabel(str(titles[i]) if title_width is None else wrap_text(str(titles[i]), title_width, FONT["small"]),
+                          fontsize=FONT["small"])
+        for j, name in enumerate(maps, start=1):
+            last[name] = _draw(axes[i, j], img, col_maps[name][i], cmap=cmap, overlay=overlay, alpha=alpha,
+                               mask=None if mk is None else mk[i], signed=col_signed[name], normalize=None,
+                               lims=col_lims[name])
+    for i in tops:
+        fit_title(axes[i, 0], "input", fontsize=FONT["panel_title"], width=title_width)
+        for j, name in enumerate(maps, start=1):
+            fit_title(axes[i, j], name.replace("_", " "), fontsize=FONT["panel_title"], width=title_width)
+    if colorbar:
+        # the scale is the same text for every column: said once under the figure when the figure is ours
+        for j, name in enumerate(maps, start=1):
+            add_colorbar(axes[n - 1, j], last[name], None if own_figure else _SCALE_LABEL[normalize],
+                         location="bottom", size=0.07, pad=0.04, nticks=2)
+        if own_figure:
+            fig.supxlabel(f"colour scale (bar under each column): {_SCALE_LABEL[normalize]}", fontsize=FONT["small"])
+    finish_layout(fig)
     return fig, axes
 
 
@@ -298,16 +333,19 @@ def plot_feature_attributions(
         order = order[:top_k]
     order = order[::-1]  # largest at the top
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 0.3 * len(order) + 1.2))
+        fig, ax = plt.subplots(figsize=fit_figsize(6.0, 0.3 * len(order) + 1.4, keep_aspect=False), layout="constrained")
     else:
         fig = ax.figure
     height = 0.8 / len(vals)
     ypos = np.arange(len(order))
     for j, (name, v) in enumerate(vals.items()):
-        ax.barh(ypos + (j - (len(vals) - 1) / 2) * height, v[order], height=height, label=name.replace("_", " "))
+        ax.barh(ypos + (j - (len(vals) - 1) / 2) * height, v[order], height=height, label=name.replace("_", " "),
+                color=COLORS[j % len(COLORS)])
     ax.set_yticks(ypos)
-    ax.set_yticklabels([names[i] for i in order])
+    # tick labels shrink with many features so that they never overlap (6 pt at the least; use top_k)
+    avail_pt = ax.get_position().height * fig.get_size_inches()[1] * 72
+    ax.set_yticklabels([names[i] for i in order], fontsize=max(6.0, min(FONT["tick"], 0.8 * avail_pt / max(len(order), 1))))
     ax.axvline(0, color="k", linewidth=0.8)
     ax.set_xlabel("mean |attribution|" if sample is None else f"attribution (sample {sample})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=FONT["legend"])
     return fig, ax

@@ -1,6 +1,7 @@
 """Calibration figures: reliability diagrams, calibration error vs perturbation level, ReCalX temperatures.
 
-Every function takes an optional ``ax`` and returns ``(fig, ax)``; nothing is shown or saved.
+Every function takes an optional ``ax`` and returns ``(fig, ax)``; nothing is shown or saved. Figures follow
+:mod:`xcal_core.viz.style` (slide-sized, one marker and line style per method, readable log ticks).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .style import FONT, fit_title, line_styles, readable_log_axis
+
 __all__ = ["plot_reliability_diagram", "plot_ce_vs_level", "plot_temperatures", "METHOD_STYLE"]
 
 METHOD_STYLE: dict[str, dict[str, Any]] = {
-    "uncalibrated": {"color": "#d62728", "label": "uncalibrated", "marker": "o"},
-    "temperature_scaling": {"color": "#1f77b4", "label": "temperature scaling", "marker": "s"},
-    "recalx": {"color": "#2ca02c", "label": "ReCalX", "marker": "^"},
+    "uncalibrated": {"color": "#d62728", "label": "uncalibrated", "marker": "o", "linestyle": "-"},
+    "temperature_scaling": {"color": "#1f77b4", "label": "temperature scaling", "marker": "s", "linestyle": "--"},
+    "recalx": {"color": "#2ca02c", "label": "ReCalX", "marker": "^", "linestyle": "-."},
 }
 
 
@@ -22,7 +25,7 @@ def _axes(ax: Any, figsize: tuple[float, float]):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=figsize)
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     else:
         fig = ax.figure
     return fig, ax
@@ -73,9 +76,8 @@ def plot_reliability_diagram(
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-label probability)")
     ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left", fontsize=8)
-    if title:
-        ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=FONT["legend"])
+    fit_title(ax, title)
     return fig, ax
 
 
@@ -100,8 +102,12 @@ def plot_ce_vs_level(
         methods: methods to draw, in order (default: those present, in ``METHOD_STYLE`` order).
         seed_col: column identifying repetitions (ignored when absent).
         ci: confidence level of the band.
-        title: axes title.
-        logy: logarithmic y axis.
+        title: axes title (wrapped to the axes width).
+        logy: logarithmic y axis (with :func:`~xcal_core.viz.style.readable_log_axis` ticks).
+
+    Each method has its own colour, marker and line style (``METHOD_STYLE``, then
+    :func:`~xcal_core.viz.style.line_styles` for other methods); earlier lines are drawn wider underneath
+    later ones, so coinciding curves stay visible.
 
     Returns:
         ``(fig, ax)``.
@@ -111,24 +117,25 @@ def plot_ce_vs_level(
     fig, ax = _axes(ax, (4.5, 3.2))
     present = list(dict.fromkeys(table["method"]))
     methods = [m for m in METHOD_STYLE if m in present] + [m for m in present if m not in METHOD_STYLE] if methods is None else list(methods)
-    for m in methods:
+    cycle = line_styles(len(methods), n_points=int(table["level"].nunique()))
+    for i, m in enumerate(methods):
         sub = table[table["method"] == m]
         g = sub.groupby("level")[metric]
         mean, std, cnt = g.mean(), g.std(ddof=1), g.count()
-        style = METHOD_STYLE.get(m, {"label": m, "marker": "o"})
-        ax.plot(mean.index, mean.values, marker=style.get("marker", "o"), ms=3.5, color=style.get("color"), label=style.get("label", m))
+        known = {k: v for k, v in METHOD_STYLE.get(m, {}).items() if k in ("color", "marker", "linestyle")}
+        style = {**cycle[i], **known}
+        ax.plot(mean.index, mean.values, label=METHOD_STYLE.get(m, {}).get("label", m), **style)
         if (cnt > 1).any():
             half = stats.t.ppf(0.5 + ci / 2, np.maximum(cnt.values - 1, 1)) * std.fillna(0).values / np.sqrt(cnt.values)
-            ax.fill_between(mean.index, mean.values - half, mean.values + half, color=style.get("color"), alpha=0.2, lw=0)
+            ax.fill_between(mean.index, mean.values - half, mean.values + half, color=style["color"], alpha=0.15, lw=0)
     ax.set_xlabel("perturbation level (fraction of features replaced)")
     ax.set_ylabel({"ce_kl": "CE$_{KL}$", "ece": "ECE", "nll": "NLL"}.get(metric, metric))
     if logy:
-        ax.set_yscale("log")
+        readable_log_axis(ax, "y")
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
+    ax.legend(fontsize=FONT["legend"])
+    fit_title(ax, title)
     return fig, ax
 
 
@@ -170,7 +177,6 @@ def plot_temperatures(
     ax.set_xlabel("perturbation level bin")
     ax.set_ylabel("temperature T")
     ax.set_xlim(0, 1)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
+    ax.legend(fontsize=FONT["legend"])
+    fit_title(ax, title)
     return fig, ax

@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .style import FONT, fit_figsize, fit_title, line_styles
+
 __all__ = ["plot_scoreboard", "plot_metric_summary", "key_figures"]
 
 _VERDICT_COLORS = {"holds": "#2a9d8f", "fails": "#e76f51", "inconclusive": "#8d99ae", "mixed": "#e9c46a"}
@@ -64,6 +66,10 @@ def plot_metric_summary(summary: pd.DataFrame, metric: str, notebook: str | None
                         ax: Any = None, dataset: str | None = None) -> tuple[Any, Any]:
     """Mean ± 95% CI of one metric: lines over ``level`` when levels exist, else bars per ``hue``.
 
+    Lines get one colour, marker and line style each (:func:`xcal_core.viz.style.line_styles`); with more
+    than 8 bars they are drawn horizontally so that their labels never overlap. A new figure is at most
+    12 x 6 inches.
+
     Args:
         summary: output of :func:`xcal_core.report.metric_summary`.
         metric: metric name to draw.
@@ -89,25 +95,43 @@ def plot_metric_summary(summary: pd.DataFrame, metric: str, notebook: str | None
             raise ValueError(f"no rows for metric {metric!r} on dataset {dataset!r}")
     if "model" in df.columns and df["model"].nunique() > 1 and df["level"].notna().any():
         df = df[df["model"] == df["model"].value_counts().index[0]]
+    has_levels = bool(df["level"].notna().any())
+    n_bars = 0 if has_levels else int(df[hue].nunique())
+    horizontal = n_bars > 8
     if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        size = fit_figsize(6.0, 0.22 * n_bars + 1.6, keep_aspect=False) if horizontal else (5.6, 3.6)
+        fig, ax = plt.subplots(figsize=size, layout="constrained")
     else:
         fig = ax.figure
     arrow = "↑" if bool(df["higher_is_better"].iloc[0]) else "↓"
-    if df["level"].notna().any():
-        for name, g in df.dropna(subset=["level"]).groupby(hue, sort=True):
+    if has_levels:
+        groups = list(df.dropna(subset=["level"]).groupby(hue, sort=True))
+        n_levels = int(df["level"].nunique())
+        for (name, g), style in zip(groups, line_styles(len(groups), n_points=n_levels)):
             g = g.groupby("level", as_index=False).agg(mean=("mean", "mean"), ci95=("ci95", "max")).sort_values("level")
-            ax.plot(g["level"], g["mean"], marker="o", ms=3, label=str(name))
-            ax.fill_between(g["level"], g["mean"] - g["ci95"], g["mean"] + g["ci95"], alpha=0.2)
+            ax.plot(g["level"], g["mean"], label=str(name), **style)
+            ax.fill_between(g["level"], g["mean"] - g["ci95"], g["mean"] + g["ci95"], color=style["color"], alpha=0.15, lw=0)
         ax.set_xlabel("level")
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=FONT["legend"], frameon=False)
+        ax.set_ylabel(f"{metric} {arrow}")
     else:
         g = df.groupby(hue, as_index=False).agg(mean=("mean", "mean"), ci95=("ci95", "max"))
-        ax.bar(g[hue].astype(str), g["mean"], yerr=g["ci95"], capsize=3, color="#457b9d")
-        ax.tick_params(axis="x", labelrotation=30)
-    ax.set_ylabel(f"{metric} {arrow}")
+        if horizontal:
+            y = np.arange(len(g))
+            ax.barh(y, g["mean"], xerr=g["ci95"], capsize=2, color="#457b9d")
+            avail_pt = ax.get_position().height * fig.get_size_inches()[1] * 72
+            ax.set_yticks(y, g[hue].astype(str).tolist(), fontsize=max(6.0, min(FONT["tick"], 0.8 * avail_pt / len(g))))
+            ax.invert_yaxis()
+            ax.set_xlabel(f"{metric} {arrow}")
+        else:
+            ax.bar(g[hue].astype(str), g["mean"], yerr=g["ci95"], capsize=3, color="#457b9d")
+            ax.tick_params(axis="x", labelrotation=30)
+            for t in ax.get_xticklabels():
+                t.set_ha("right")
+                t.set_rotation_mode("anchor")
+            ax.set_ylabel(f"{metric} {arrow}")
     where = " · ".join(str(v) for v in (notebook, dataset, df["model"].iloc[0] if "model" in df.columns and df["model"].nunique() == 1 else None) if v)
-    ax.set_title(f"{where + ' · ' if where else ''}{metric} (mean ± 95% CI over runs)", fontsize=10)
+    fit_title(ax, f"{where + ' · ' if where else ''}{metric} (mean ± 95% CI over runs)", fontsize=10)
     return fig, ax
 
 

@@ -1,4 +1,8 @@
-"""Figures for the uncertainty of explanations (notebook 03). Functions return ``(fig, ax)``; nothing is shown or saved."""
+"""Figures for the uncertainty of explanations (notebook 03). Functions return ``(fig, ax)``; nothing is shown or saved.
+
+Figures follow :mod:`xcal_core.viz.style`: at most 12 x 6 inches, a colorbar on every map, one colour +
+marker + line style per curve.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .style import COLORS, FONT, add_colorbar, finish_layout, fit_figsize, fit_title, line_styles, panel_axes, wrap_text
 
 __all__ = [
     "plot_uncertainty_maps",
@@ -56,6 +62,11 @@ def plot_uncertainty_maps(
 ) -> tuple[plt.Figure, np.ndarray]:
     """Input image and the mean / std / CV maps of several (UE method x explainer) combinations.
 
+    Every map has its own colorbar (the scales of explainers differ). A new figure fits 12 x 6 inches:
+    with many rows (e.g. 4 UE methods x 3 explainers = 12) the rows are wrapped into side-by-side blocks
+    and panels shrink (see :func:`xcal_core.viz.style.grid_layout`); ``axes[i, j]`` stays row ``i``'s
+    panel ``j``.
+
     Args:
         image: (C, H, W) or (H, W) image in [0, 1].
         summaries: {row label: ExplanationSummary (maps (N, H, W) or (N, C, H, W))}; row ``index`` is shown.
@@ -75,8 +86,10 @@ def plot_uncertainty_maps(
         raise ValueError(f"`columns` must be a non-empty subset of ['mean', 'std', 'cv'], got {list(columns)}")
     rows = len(summaries)
     ncol = 1 + len(columns)
+    tops, tw = [0], None
     if axes is None:
-        fig, axes = plt.subplots(rows, ncol, figsize=(2.1 * ncol, 2.0 * rows + 0.4), squeeze=False)
+        fig, axes, lay = panel_axes(rows, ncol, (2.0, 1.6), extra=(0.6, 0.8 if title else 0.5))
+        tops, tw = [i for i in range(rows) if lay.block_top(i)], lay.panel[0]
     else:
         axes = np.asarray(axes).reshape(rows, ncol)
         fig = axes[0, 0].figure
@@ -85,22 +98,22 @@ def plot_uncertainty_maps(
     cmaps = {"mean": "magma", "std": "viridis", "cv": "cividis"}
     for i, (label, s) in enumerate(summaries.items()):
         axes[i, 0].imshow(img, cmap=cmap, vmin=0, vmax=1)
-        axes[i, 0].set_ylabel(label, fontsize=8)
+        axes[i, 0].set_ylabel(label if tw is None else wrap_text(label, lay.panel[1], FONT["small"]), fontsize=FONT["small"])
         for j, col in enumerate(columns, start=1):
             m = _map2d(getattr(s, col)[index])
             vmax = cv_clip if (col == "cv" and cv_clip is not None) else None
             im = axes[i, j].imshow(m, cmap=cmaps[col], vmin=0 if col != "mean" or m.min() >= 0 else None, vmax=vmax)
-            fig.colorbar(im, ax=axes[i, j], fraction=0.046, pad=0.02)
-            if i == 0:
-                axes[i, j].set_title(names[col], fontsize=9)
-        if i == 0:
-            axes[i, 0].set_title("input", fontsize=9)
+            add_colorbar(axes[i, j], im)
+            if i in tops:
+                fit_title(axes[i, j], names[col], fontsize=FONT["panel_title"], width=tw)
+        if i in tops:
+            fit_title(axes[i, 0], "input", fontsize=FONT["panel_title"], width=tw)
     for a in axes.ravel():
         a.set_xticks([])
         a.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=FONT["title"])
+    finish_layout(fig)
     return fig, axes
 
 
@@ -127,19 +140,20 @@ def plot_cv_by_class(
     if len(v) != len(y):
         raise ValueError(f"`values` and `labels` must have the same length, got {len(v)} and {len(y)}")
     classes = np.unique(y)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(max(4, 0.6 * len(classes) + 1.5), 3.2))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
+        figsize=fit_figsize(max(4, 0.6 * len(classes) + 1.5), 3.4, keep_aspect=False), layout="constrained")
     bp = ax.boxplot([v[y == c] for c in classes], patch_artist=True, showfliers=False)
     for c, box in zip(classes, bp["boxes"]):
         box.set_facecolor("#e4572e" if c in set(highlight) else "#9ecae1")
     ax.set_xticks(range(1, len(classes) + 1))
-    ax.set_xticklabels([class_names[c] if class_names is not None else str(c) for c in classes], rotation=30, fontsize=8)
+    ax.set_xticklabels([class_names[c] if class_names is not None else str(c) for c in classes], rotation=30,
+                       fontsize=FONT["small"], ha="right", rotation_mode="anchor")
     ax.set_xlabel("class")
     ax.set_ylabel(ylabel)
     if highlight:
         ax.plot([], [], "s", color="#e4572e", label="most confused")
-        ax.legend(fontsize=8, loc="upper right")
-    if title:
-        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=FONT["legend"], loc="upper right")
+    fit_title(ax, title)
     return fig, ax
 
 
@@ -163,20 +177,21 @@ def plot_ranked_curves(
     keys = [k for k in curves.curves if k[1] == mode]
     if not keys:
         raise ValueError(f"`curves` holds no {mode} curves")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.2, 3.2))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.6, 3.4), layout="constrained")
     fr = _np(curves.fractions)
-    colors = {"mean": "#1b9e77", "std": "#7570b3", "random": "#999999"}
-    for rk, _ in keys:
+    colors = {"mean": "#1b9e77", "std": "#7570b3", "random": "#777777"}
+    for (rk, _), style in zip(keys, line_styles(len(keys), n_points=len(fr))):
         c = _np(curves.curves[(rk, mode)])
         m, se = c.mean(0), c.std(0, ddof=1) / np.sqrt(len(c)) if len(c) > 1 else np.zeros(c.shape[1])
         auc = float(_np(curves.auc[(rk, mode)]).mean())
-        ax.plot(fr, m, color=colors.get(rk), label=f"rank by {rk} (AUC {auc:.3f})")
-        ax.fill_between(fr, m - se, m + se, color=colors.get(rk), alpha=0.2)
+        style = {**style, "color": colors.get(rk, style["color"])}
+        ax.plot(fr, m, label=f"rank by {rk} (AUC {auc:.3f})", **style)
+        ax.fill_between(fr, m - se, m + se, color=style["color"], alpha=0.15, lw=0)
     ax.set_xlabel(f"fraction of features {'deleted' if mode == 'deletion' else 'inserted'}")
     ax.set_ylabel(ylabel)
     ax.set_xlim(0, 1)
-    ax.legend(fontsize=7)
-    ax.set_title(title or mode, fontsize=10)
+    ax.legend(fontsize=FONT["legend"])
+    fit_title(ax, title or mode)
     return fig, ax
 
 
@@ -198,7 +213,8 @@ def plot_feature_uncertainty(
     if not stats_by_method:
         raise ValueError("`stats_by_method` is empty")
     d = len(feature_names)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(max(5, 0.7 * d + 2), 3.2))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
+        figsize=fit_figsize(max(5, 0.7 * d + 2), 3.4, keep_aspect=False), layout="constrained")
     k = len(stats_by_method)
     width = 0.8 / k
     xs = np.arange(d)
@@ -206,14 +222,13 @@ def plot_feature_uncertainty(
         m, s = _np(m).ravel(), _np(s).ravel()
         if len(m) != d or len(s) != d:
             raise ValueError(f"`stats_by_method[{label!r}]` must hold two vectors of length {d}")
-        ax.bar(xs + (i - (k - 1) / 2) * width, m, width, yerr=s, capsize=2, label=label)
+        ax.bar(xs + (i - (k - 1) / 2) * width, m, width, yerr=s, capsize=2, label=label, color=COLORS[i % len(COLORS)])
     ax.set_xticks(xs)
-    ax.set_xticklabels(feature_names, rotation=30, fontsize=8)
+    ax.set_xticklabels(feature_names, rotation=30, fontsize=FONT["small"], ha="right", rotation_mode="anchor")
     ax.set_ylabel(ylabel)
     ax.axhline(0, color="k", lw=0.5)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=FONT["legend"])
+    fit_title(ax, title)
     return fig, ax
 
 
@@ -230,12 +245,12 @@ def plot_cv_vs_entropy(
     c, e = _np(cv).ravel(), _np(entropy).ravel()
     if len(c) != len(e):
         raise ValueError(f"`cv` and `entropy` must have the same length, got {len(c)} and {len(e)}")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4, 3.2))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.2, 3.4), layout="constrained")
     rho = stats.spearmanr(e, c).statistic if len(c) > 2 and np.ptp(c) > 0 and np.ptp(e) > 0 else float("nan")
     ax.scatter(e, c, s=10, alpha=0.6, label=f"{label + ': ' if label else ''}Spearman {rho:.2f}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=FONT["legend"])
     return fig, ax
 
 
@@ -244,18 +259,18 @@ def plot_cv_table(table: pd.DataFrame, *, title: str | None = None, fmt: str = "
     if not isinstance(table, pd.DataFrame) or table.empty:
         raise ValueError("`table` must be a non-empty DataFrame (rows: UE methods, columns: explainers)")
     vals = table.to_numpy(dtype=float)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1.3 * table.shape[1] + 2, 0.5 * table.shape[0] + 1.2))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
+        figsize=fit_figsize(1.3 * table.shape[1] + 2.4, 0.5 * table.shape[0] + 1.4, keep_aspect=False), layout="constrained")
     im = ax.imshow(vals, cmap="YlOrRd", aspect="auto")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    add_colorbar(ax, im, "mean CV", size=0.04, nticks=4)
     ax.set_xticks(range(table.shape[1]))
-    ax.set_xticklabels([str(c) for c in table.columns], fontsize=8)
+    ax.set_xticklabels([str(c) for c in table.columns], fontsize=FONT["small"])
     ax.set_yticks(range(table.shape[0]))
-    ax.set_yticklabels([str(i) for i in table.index], fontsize=8)
+    ax.set_yticklabels([str(i) for i in table.index], fontsize=FONT["small"])
     mid = np.nanmean(vals)
     for i in range(vals.shape[0]):
         for j in range(vals.shape[1]):
-            ax.text(j, i, format(vals[i, j], fmt), ha="center", va="center", fontsize=8,
+            ax.text(j, i, format(vals[i, j], fmt), ha="center", va="center", fontsize=FONT["small"],
                     color="white" if vals[i, j] > mid else "black")
-    if title:
-        ax.set_title(title, fontsize=10)
+    fit_title(ax, title)
     return fig, ax
