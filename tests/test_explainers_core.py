@@ -151,6 +151,24 @@ def test_ig_black_white_and_mean_baselines(cnn, data):
           ig.attribute(xr, baselines=0.5, target=y, n_steps=12))
 
 
+def test_ig_black_white_abs_is_the_mean_of_the_two_absolute_maps(cnn, data):
+    """combine="abs" (the C2I code): |map| of each reference, then the mean; not |mean of signed maps|."""
+    x, y = data
+    kw = dict(steps=12, rule="riemann_left")
+    black = explain(cnn, x, y, "integrated_gradients", baseline="black", **kw)
+    white = explain(cnn, x, y, "integrated_gradients", baseline="white", **kw)
+    both = explain(cnn, x, y, "integrated_gradients", baseline="black_white", combine="abs", **kw)
+    close(both, (black.abs() + white.abs()) / 2)
+    assert bool((both >= 0).all())
+    signed = explain(cnn, x, y, "integrated_gradients", baseline="black_white", **kw)
+    close(signed, (black + white) / 2)
+    # the two references disagree in sign somewhere, so the signed mean loses mass the abs mean keeps
+    assert float(signed.abs().sum()) < float(both.sum()) - 1e-3
+    close(explain(cnn, x, y, "integrated_gradients", baseline="white", combine="abs", **kw), white.abs())
+    with pytest.raises(ValueError, match="combine"):
+        explain(cnn, x, y, "integrated_gradients", baseline="black_white", combine="max", **kw)
+
+
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
 def test_ig_completeness(cnn, data, rule):
     """sum(attr) = f(x) - f(baseline) up to the quadrature error (Sundararajan et al., Prop. 1)."""

@@ -559,31 +559,40 @@ def _path_gradients(model, x, target, baselines, alphas, weights, batch_size):
 @register("integrated_gradients")
 def integrated_gradients(
     model, x, target, *, batch_size=None, steps: int = 50, baseline: Any = "zero", baseline_value: Any = None,
-    rule: str = "gausslegendre", multiply_by_inputs: bool = True, score=None, generator=None,
+    rule: str = "gausslegendre", multiply_by_inputs: bool = True, combine: str = "signed", score=None,
+    generator=None,
 ):
     """Integrated Gradients ``(x - b) * int_0^1 grad s_c(b + a (x - b)) da`` (Sundararajan et al. 2017).
 
     Args (method kwargs of :func:`explain`):
         steps: number of quadrature nodes m (default 50, Captum's default; C2I uses 30).
-        baseline: see :func:`resolve_baselines`; ``"black_white"`` averages the IG maps from the
-            black (0) and white (1) references (Calibrate-to-Interpret's "black and white references
-            combined"). Default ``"zero"``.
+        baseline: see :func:`resolve_baselines`; ``"black_white"`` explains with the black (0) and
+            the white (1) reference (Calibrate-to-Interpret's "black and white references combined")
+            and combines the two maps as ``combine`` says. Default ``"zero"``.
         baseline_value: the tensor for ``baseline="mean"``.
         rule: quadrature rule, see :func:`ig_alphas_weights`; the default ``"gausslegendre"``
             reproduces Captum's ``IntegratedGradients`` with the same ``n_steps``.
         multiply_by_inputs: False returns the integrated gradient without the ``(x - b)`` factor.
+        combine: how the maps of several references (B > 1) become one: ``"signed"`` (default) is the
+            mean of the signed maps, so opposite signs cancel (black and white references usually
+            disagree in sign, since ``x - b`` does); ``"abs"`` is the mean of each reference's
+            absolute map, ``mean_b |a_b|`` (non-negative), which is what the Calibrate-to-Interpret
+            code does (|.| of each reference's map, then the average). With one reference
+            ``"abs"`` returns ``|a|``.
 
     Completeness: ``sum(attr) ~= s_c(x) - s_c(b)`` up to the quadrature error (per baseline; for
-    ``"black_white"`` the average of the two differences).
+    ``"black_white"`` with ``combine="signed"`` the average of the two differences).
 
     References:
         Sundararajan, Taly, Yan. Axiomatic Attribution for Deep Networks. ICML 2017.
+        Scafarto, Posocco, Bonnefoy. Calibrate to Interpret. ECML-PKDD workshops 2022 (section 4.2).
     """
+    check_choice(combine, "combine", ("signed", "abs"))
     alphas, weights = ig_alphas_weights(steps, rule)
     baselines = resolve_baselines(baseline, x, baseline_value)
     avg_grad = _path_gradients(model, x, target, baselines, alphas, weights, batch_size)
     attr = (x[None] - baselines) * avg_grad if multiply_by_inputs else avg_grad
-    return attr.mean(0)
+    return attr.abs().mean(0) if combine == "abs" else attr.mean(0)
 
 
 def _noise_sigma(x, noise_level, stdev):
