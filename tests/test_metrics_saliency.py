@@ -10,6 +10,8 @@ from xcal_core.metrics import (
     btr,
     deletion_area,
     deletion_curves,
+    insertion_area,
+    insertion_curves,
     local_lipschitz,
     otsu_tv,
     random_deletion_curves,
@@ -159,6 +161,28 @@ def test_random_curve_x_axis_is_pixel_fraction():
     rnd = random_deletion_curves(Untouched(), x0, 0, seg, fractions=fr, n_orders=4, kernel_size=3, sigma=5.0,
                                  generator=torch.Generator().manual_seed(1))
     assert torch.allclose(rnd[0], 1 - fr, atol=1e-4)
+    # scoring every second segment only coarsens the interpolation; this curve is linear, so it is exact
+    rnd2 = random_deletion_curves(Untouched(), x0, 0, seg, fractions=fr, n_orders=4, kernel_size=3, sigma=5.0,
+                                  generator=torch.Generator().manual_seed(1), segment_step=2)
+    assert torch.allclose(rnd2[0], 1 - fr, atol=1e-4)
+    with pytest.raises(ValueError, match="`segment_step`"):
+        random_deletion_curves(Untouched(), x0, 0, seg, segment_step=0)
+
+
+def test_insertion_area_perfect_gt_random_gt_inverted(toy):
+    model, x, region = toy
+    target = torch.zeros(6, dtype=torch.long)
+    g = torch.Generator().manual_seed(3)
+    perfect = region.expand(6, H, H) + 0.01 * torch.rand(6, H, H, generator=g)
+    areas = {}
+    for name, maps in [("perfect", perfect), ("random", torch.rand(6, H, H, generator=g)), ("inverted", 1 - perfect)]:
+        curves, fr = insertion_curves(model, x, maps, target, kernel_size=5, sigma=10.0, batch_size=97)
+        assert torch.allclose(curves[:, -1], torch.ones(6), atol=1e-5)  # everything back = the clean score
+        areas[name] = insertion_area(curves, fr)
+    assert (areas["perfect"] > areas["random"]).all() and (areas["random"] > areas["inverted"]).all()
+    assert insertion_area.higher_is_better is True
+    with pytest.raises(ValueError, match="needs `score`"):
+        insertion_curves(model, x, perfect, target, score="logit")
 
 
 # ----------------------------------------------------------------------------- Otsu-TV
@@ -277,3 +301,55 @@ def test_a_method_spec_may_set_its_own_batch_size(toy):
         assert torch.allclose(a, b, atol=1e-5)  # and the maps do not depend on it
     finally:
         hook.remove()
+
+
+def test_invariant_view_gives_an_identical_map_an_identical_score_under_two_temperatures(toy):
+    """The fixed-evaluator view cannot move with T; the own-model view (the paper's form) does.
+
+    The logit gradient of ``z / T`` is ``grad z / T``; for T = 0.5 and 2 (powers of two) the scaling is
+    exact in floating point, so the min-max normalized maps of the two temperatures are bit-identical.
+    """
+    from xcal_core.calibration import CalibratedModel
+    from xcal_core.metrics import saliency_report
+
+    model, x, _ = toy
+    models = {"T=0.5": CalibratedModel(model, temperature=0.5), "T=2": CalibratedModel(model, temperature=2.0)}
+    rep = saliency_report(models, x, {"grad": {"method": "saliency"}}, scores={k: "logit" for k in models},
+                          segments=superpixels(x, 16, "grid"), n_orders=2, kernel_size=5, evaluator=model)
+    assert torch.equal(rep.maps[("T=0.5", "grad")], rep.maps[("T=2", "grad")])
+    d = rep.per_image.set_index(["model", "image"])
+    for col in ("inv_deletion_area", "inv_insertion_area", "inv_random_area", "inv_better_than_random"):
+        assert np.array_equal(d.loc["T=0.5", col].to_numpy(), d.loc["T=2", col].to_numpy()), col
+    # the paper's form scores each map with its own softened probability: same map, different score
+    own_a, own_b = d.loc["T=0.5", "deletion_area"].to_numpy(), d.loc["T=2", "deletion_area"].to_numpy()
+    assert np.abs(own_a - own_b).max() > 1e-3
+    # ... and so does its random baseline (here a saturated T = 0.5 keeps the curve near 1 for longer)
+    assert np.abs(d.loc["T=2", "random_area"].to_numpy() - d.loc["T=0.5", "random_area"].to_numpy()).min() > 1e-2
+    # the invariant view equals scoring the maps with the evaluator directly
+    curves, fr = deletion_curves(model, x, rep.maps[("T=2", "grad")], rep.targets["T=2"], kernel_size=5)
+    assert np.allclose(deletion_area(curves, fr).numpy(), d.loc["T=2", "inv_deletion_area"].to_numpy())
+
+
+def test_saliency_report_views_and_bad_input(toy):
+    from xcal_core.calibration import CalibratedModel
+    from xcal_core.metrics import saliency_report
+
+    model, x, _ = toy
+    models = {"uncalibrated": model, "t2": CalibratedModel(model, temperature=2.0)}
+    seg = superpixels(x, 16, "grid")
+    rep = saliency_report(models, x, {"grad": {"method": "saliency"}}, segments=seg, n_orders=2, kernel_size=5,
+                          evaluator=model)
+    df = rep.per_image
+    u = df[df.model == "uncalibrated"]
+    # the evaluator is one of the models: its own view and the invariant view coincide
+    assert np.array_equal(u.deletion_area.to_numpy(), u.inv_deletion_area.to_numpy())
+    assert rep.inv_random_curves["t2"] is rep.inv_random_curves["uncalibrated"]  # same classes: one baseline
+    assert {"inv_btr", "btr", "inv_insertion_area"} <= set(rep.summary().columns)
+    only = saliency_report(models, x, {"grad": {"method": "saliency"}}, segments=seg, n_orders=2, kernel_size=5,
+                           evaluator=model, own_view=False, insertion=False)
+    assert "deletion_area" not in only.per_image and "inv_insertion_area" not in only.per_image
+    assert np.allclose(only.per_image.inv_deletion_area, df.inv_deletion_area)
+    with pytest.raises(ValueError, match="nothing to score"):
+        saliency_report(models, x, {"grad": {"method": "saliency"}}, own_view=False)
+    with pytest.raises(TypeError, match="`evaluator`"):
+        saliency_report(models, x, {"grad": {"method": "saliency"}}, evaluator="uncalibrated")

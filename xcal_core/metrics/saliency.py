@@ -8,10 +8,20 @@ turns raw attributions (N, C, H, W) into min-max normalized maps as the paper do
 * :func:`deletion_curves`: progressive deletion where each deleted pixel takes its value from a blurred
   copy of the *original* image (non-cumulative blur), normalized by the clean score; built on the
   batched engine :func:`xcal_core.metrics.perturbation_curve`.
+* :func:`insertion_curves`: the mirror image: start from the blurred copy and put the top pixels back.
 * :func:`random_deletion_curves`: the same deletion over superpixels in random orders (the baseline).
 * :func:`btr`: better-than-random ratio, the fraction of images whose deletion area beats the baseline.
 * :func:`otsu_tv`: total variation of the Otsu-binarized map (visual coherence).
 * :func:`local_lipschitz`: ``max_j ||S(x) - S(x'_j)|| / ||x - x'_j||`` over random neighbours (stability).
+* :func:`saliency_report`: every metric of every method under every (calibrated) model, in two views
+  of faithfulness: each model scored by *its own* calibrated probability (the paper's form), and every
+  map scored by *one fixed evaluator* (``evaluator=``), which does not move with the temperature.
+
+Why two views. A deletion curve normalized by the clean score falls more slowly when the scores are
+softer: ``softmax(z / T)`` of a larger temperature T changes less when the logits drop. The paper's form
+scores a temperature-scaled model's map with that model's own probability, so a larger T raises the
+deletion area (and the random baseline's) whatever the map. With a fixed evaluator the score depends on
+the map (and the explained class) only, so an identical map under two temperatures gets an identical score.
 
 References:
     Scafarto, Posocco, Bonnefoy. Calibrate to Interpret. ECML-PKDD workshops 2022 (section 4).
@@ -41,6 +51,8 @@ __all__ = [
     "ssim",
     "deletion_curves",
     "deletion_area",
+    "insertion_curves",
+    "insertion_area",
     "superpixels",
     "random_deletion_curves",
     "btr",
@@ -218,6 +230,95 @@ def deletion_area(curves: Any, fractions: Any = None) -> torch.Tensor:
     return curve_auc(curves, fractions).float()
 
 
+def insertion_curves(
+    model: torch.nn.Module,
+    x: Any,
+    maps: Any,
+    target: Any,
+    *,
+    kernel_size: int = 11,
+    sigma: float = 10.0,
+    step: int | None = None,
+    max_fraction: float = 1.0,
+    score: str = "probability",
+    normalize: bool = True,
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Insertion curves with the blurred copy as the start, normalized by the clean score.
+
+    The mirror image of :func:`deletion_curves`: the curve starts from ``blur_fixed_kernel(x,
+    kernel_size, sigma)`` (every pixel replaced as deletion replaces it) and puts the top-ranked pixels
+    of ``x`` back, ``step`` at a time. Each point is the score of ``target`` divided by the score of the
+    clean image, so the last point (all pixels back) is 1.
+
+    Args:
+        model: classifier returning logits (N, K).
+        x: float32 (N, C, H, W) images in [0, 1].
+        maps: saliency maps (N, H, W) (or attributions shaped like x, summed over channels to rank).
+        target: class per sample (int or int64 (N,)).
+        kernel_size, sigma, step, score, batch_size: as in :func:`deletion_curves`.
+        max_fraction: the curve stops after this fraction of pixels (default: all of them).
+        normalize: divide each curve by the clean image's score; needs ``score`` in
+            {"probability", "output"}.
+
+    Returns:
+        ``(curves, fractions)``: float32 (N, L + 1) curves (column 0 = fully blurred) and the (L + 1,)
+        fractions of pixels inserted.
+
+    References:
+        Petsiuk, Das, Saenko. RISE: Randomized Input Sampling for Explanation of Black-box Models. BMVC
+        2018 (insertion metric).
+    """
+    x = check_tensor(x, "x", ndim=4)
+    check_choice(score, "score", _SCORES)
+    if normalize and score not in ("probability", "output"):
+        raise ValueError(f"`normalize`=True divides by the clean score and needs `score` 'probability' or 'output', got {score!r}")
+    n_pix = x.shape[2] * x.shape[3]
+    step = _default_step(n_pix) if step is None else check_int(step, "step", low=1)
+    m = check_tensor(maps, "maps", ndim=(3, 4))
+    if m.shape[0] != x.shape[0]:
+        raise ValueError(f"`maps` and `x` must have the same length, got {m.shape[0]} and {x.shape[0]}")
+    blurred = blur_fixed_kernel(x, kernel_size, sigma)
+    curves = perturbation_curve(model, x, m, target, mode="insertion", baseline=blurred, step=step,
+                                max_fraction=max_fraction, score=score, batch_size=batch_size)
+    fr = curve_fractions(n_pix, step, max_fraction)
+    if normalize:
+        clean = _clean_scores(model, x, target, score, batch_size).to(curves.device)
+        curves = curves / clean[:, None].clamp_min(1e-12)
+    return curves.float(), fr
+
+
+@metric(higher_is_better=True, category="faithfulness")
+def insertion_area(curves: Any, fractions: Any = None) -> torch.Tensor:
+    """Area under (normalized) insertion curves, x axis rescaled to [0, 1] (higher = more faithful).
+
+    Args:
+        curves: float (N, L + 1) curves from :func:`insertion_curves`.
+        fractions: (L + 1,) x positions; None = equally spaced.
+
+    Returns:
+        float32 (N,) areas.
+    """
+    return curve_auc(curves, fractions).float()
+
+
+@torch.no_grad()
+def _clean_scores(model: torch.nn.Module, x: torch.Tensor, target: Any, score: str, batch_size: int) -> torch.Tensor:
+    """The score of ``target`` on the clean images, (N,) on x's device."""
+    dev = model_device(model)
+    n = x.shape[0]
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        tgt = torch.full((n,), int(target), dtype=torch.long)
+    else:
+        tgt = torch.as_tensor(target).long().reshape(-1)
+    out = torch.cat([model(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, n, batch_size)])
+    if score == "probability":
+        out = torch.softmax(out, 1)
+    elif score == "log_probability":
+        out = torch.log_softmax(out, 1)
+    return out.gather(1, tgt.cpu()[:, None])[:, 0].to(x.device)
+
+
 def superpixels(x: Any, n_segments: int = 100, method: str = "slic", compactness: float = 10.0,
                 max_num_iter: int = 10) -> torch.Tensor:
     """Superpixel labels per image: SLIC (scikit-image) or a regular grid of square cells.
@@ -282,6 +383,7 @@ def random_deletion_curves(
     clip: bool = True,
     batch_size: int = 256,
     generator: torch.Generator | None = None,
+    segment_step: int = 1,
 ) -> torch.Tensor:
     """The random-order baseline: delete superpixels in random orders, averaged over ``n_orders`` orders.
 
@@ -303,6 +405,9 @@ def random_deletion_curves(
         kernel_size, sigma, score, normalize, batch_size: as in :func:`deletion_curves`.
         clip: clip normalized curves to [0, 1].
         generator: torch.Generator for the orders (None = fresh random seed).
+        segment_step: superpixels deleted between two scored points (1 = the paper, one at a time);
+            the curve is interpolated onto ``fractions`` either way, so a larger step costs fewer
+            forward passes and only coarsens the interpolation.
 
     Returns:
         float32 (N, T) mean curves.
@@ -313,6 +418,7 @@ def random_deletion_curves(
     check_choice(score, "score", _SCORES)
     if normalize and score not in ("probability", "output"):
         raise ValueError(f"`normalize`=True needs `score` 'probability' or 'output', got {score!r}")
+    segment_step = check_int(segment_step, "segment_step", low=1)
     seg = check_tensor(segments, "segments", ndim=(2, 3), dtype=None)
     if seg.ndim == 2:
         seg = seg.expand(n, -1, -1)
@@ -341,11 +447,13 @@ def random_deletion_curves(
     total = None
     for o in range(n_orders):
         attr = r[o].gather(1, ids).reshape(n, h, w)
-        curves = perturbation_curve(model, x, attr, target, mode="deletion", baseline=blurred, step=1, max_fraction=1.0,
-                                    score=score, feature_mask=feature_mask, batch_size=batch_size).cpu().double()  # (N, G + 1)
+        curves = perturbation_curve(model, x, attr, target, mode="deletion", baseline=blurred, step=segment_step,
+                                    max_fraction=1.0, score=score, feature_mask=feature_mask,
+                                    batch_size=batch_size).cpu().double()  # (N, ceil(G / step) + 1)
         order = torch.argsort(r[o], dim=1, descending=True, stable=True)
-        cum = sizes.gather(1, order).cumsum(1) / (h * w)
-        xpos = torch.cat([torch.zeros(n, 1, dtype=torch.float64), cum.double()], 1)
+        cum = sizes.gather(1, order).cumsum(1) / (h * w)  # (N, G): pixel fraction after k + 1 segments
+        done = torch.clamp(torch.arange(1, curves.shape[1]) * segment_step, max=g_max) - 1
+        xpos = torch.cat([torch.zeros(n, 1, dtype=torch.float64), cum[:, done].double()], 1)
         if normalize:
             curves = curves / curves[:, :1].clamp_min(1e-12)
         out = _interp_rows(xpos, curves, xs)
@@ -500,27 +608,39 @@ class SaliencyReport:
     Attributes:
         maps: ``{(model_name, method_name): float32 (N, H, W)}`` min-max normalized saliency maps.
         targets: ``{model_name: int64 (N,)}`` the class each model predicts on the clean images (explained).
-        curves: ``{(model_name, method_name): float32 (N, L + 1)}`` normalized deletion curves.
-        random_curves: ``{model_name: float32 (N, L + 1)}`` random-superpixel baseline curves.
-        fractions: float32 (L + 1,) fraction of pixels deleted at each curve point.
-        per_image: tidy DataFrame, one row per (model, method, image): ``deletion_area``,
-            ``random_area``, ``better_than_random`` (0/1), ``otsu_tv``, ``otsu_tv_plain``, ``ssim``
-            (against the reference model's map of the same method; NaN for the reference itself) and,
-            when object masks are given, ``mass_in_mask``.
+        curves: ``{(model_name, method_name): float32 (N, L + 1)}`` deletion curves scored by the
+            explained model itself (the paper's form), normalized by its clean score.
+        random_curves: ``{model_name: float32 (N, L + 1)}`` random-superpixel baseline curves scored by
+            each model itself.
+        inv_curves, inv_insertion_curves: ``{(model_name, method_name): float32 (N, L + 1)}`` deletion
+            and insertion curves of the same maps scored by the fixed ``evaluator`` (empty without one).
+        inv_random_curves: ``{model_name: float32 (N, L + 1)}`` the random baseline scored by the
+            evaluator for that model's explained classes (models with the same classes share one).
+        fractions: float32 (L + 1,) fraction of pixels deleted (inserted) at each curve point.
+        per_image: tidy DataFrame, one row per (model, method, image): ``ssim`` (against the reference
+            model's map of the same method; NaN for the reference itself), ``otsu_tv``,
+            ``otsu_tv_plain``, ``mass_in_mask`` (with object masks); the own-model view
+            ``deletion_area``, ``random_area``, ``better_than_random`` (0/1) unless ``own_view=False``;
+            the evaluator view ``inv_deletion_area``, ``inv_random_area``, ``inv_better_than_random``
+            and ``inv_insertion_area`` when an ``evaluator`` is given.
     """
 
     maps: dict = field(default_factory=dict)
     targets: dict = field(default_factory=dict)
     curves: dict = field(default_factory=dict)
     random_curves: dict = field(default_factory=dict)
+    inv_curves: dict = field(default_factory=dict)
+    inv_insertion_curves: dict = field(default_factory=dict)
+    inv_random_curves: dict = field(default_factory=dict)
     fractions: torch.Tensor | None = None
     per_image: Any = None
 
     def summary(self) -> Any:
-        """Per (model, method) means of the per-image metrics, with ``btr`` = mean of ``better_than_random``."""
+        """Per (model, method) means of the per-image metrics; ``btr`` (``inv_btr``) = mean of
+        ``better_than_random`` (``inv_better_than_random``)."""
         df = self.per_image.drop(columns=["image"])
         out = df.groupby(["model", "method"], sort=False).mean(numeric_only=True).reset_index()
-        return out.rename(columns={"better_than_random": "btr"})
+        return out.rename(columns={"better_than_random": "btr", "inv_better_than_random": "inv_btr"})
 
 
 def _check_models(models: Any) -> dict:
@@ -563,15 +683,30 @@ def saliency_report(
     step: int | None = None,
     seed: int = 0,
     batch_size: int = 256,
+    evaluator: torch.nn.Module | None = None,
+    own_view: bool = True,
+    insertion: bool = True,
+    segment_step: int = 1,
 ) -> SaliencyReport:
     """Explain the same images with every method under every model and evaluate the maps (C2I protocol).
 
     For each model the explained class is the model's own prediction on the clean image (so Dirichlet
     calibration may explain another class than the uncalibrated model). Maps are ``sum_c |a_c|``,
-    min-max normalized. Deletion curves use the blurred-patch replacement and the model's softmax
-    probability, normalized by the clean probability; the random baseline deletes ``segments`` in
-    ``n_orders`` random orders under the same model. Stochastic methods draw the same random numbers for
-    every model (a fresh generator seeded with ``seed``), so differences come from the model, not sampling.
+    min-max normalized. Stochastic methods draw the same random numbers for every model (a fresh
+    generator seeded with ``seed``), so differences come from the model, not sampling.
+
+    Faithfulness comes in two views (see the module docstring for why):
+
+    * **own** (``own_view=True``, the paper's form): each model's maps are scored by that model's own
+      softmax probability, deletion curves normalized by the clean probability, and its random baseline
+      deletes ``segments`` in ``n_orders`` random orders under the same model. It moves with the
+      temperature even for an identical map.
+    * **invariant** (``evaluator`` given): every map of every model is scored by the one ``evaluator``
+      (e.g. the uncalibrated network), on the class the map explains, with its softmax probability
+      normalized by the clean probability: deletion, insertion (when ``insertion``) and the random
+      baseline. The score depends on the map and the explained class only, so an identical map from two
+      temperatures gets an identical score. If ``evaluator`` is one of ``models`` its own-view curves are
+      reused.
 
     Args:
         models: ``{name: model returning logits}``, e.g. ``{"uncalibrated": net,
@@ -590,9 +725,17 @@ def saliency_report(
         n_orders, kernel_size, sigma, step: deletion settings (see :func:`deletion_curves`).
         seed: seed of the random orders and of stochastic explainers.
         batch_size: most inputs per forward pass.
+        evaluator: the fixed model of the invariant view (None: no invariant view).
+        own_view: compute the own-model view (at least one view is needed).
+        insertion: add insertion curves to the invariant view.
+        segment_step: superpixels deleted between scored points of the random baseline
+            (:func:`random_deletion_curves`).
 
     Returns:
         A :class:`SaliencyReport`.
+
+    References:
+        Scafarto, Posocco, Bonnefoy. Calibrate to Interpret. ECML-PKDD workshops 2022 (section 4.4).
     """
     import pandas as pd
 
@@ -605,14 +748,24 @@ def saliency_report(
     for k, v in scores.items():
         check_choice(k, "scores key", names)
         check_choice(v, f"scores[{k!r}]", ("logit", "probability", "log_probability"))
-    n = x.shape[0]
+    if evaluator is not None and not isinstance(evaluator, torch.nn.Module):
+        raise TypeError(f"`evaluator` must be a torch.nn.Module or None, got {type(evaluator).__name__}")
+    if evaluator is None and not own_view:
+        raise ValueError("nothing to score: pass an `evaluator` or keep `own_view`=True")
+    n, n_pix = x.shape[0], x.shape[2] * x.shape[3]
+    step = _default_step(n_pix) if step is None else check_int(step, "step", low=1)
+    fr = curve_fractions(n_pix, step, 0.99)
     if segments is None:
         segments = superpixels(x, 100, "slic")
     if object_masks is not None:
         object_masks = check_tensor(object_masks, "object_masks", ndim=3, dtype=None).bool()
         if tuple(object_masks.shape) != (n, *x.shape[2:]):
             raise ValueError(f"`object_masks` must have shape {(n, *x.shape[2:])}, got {tuple(object_masks.shape)}")
-    rep = SaliencyReport()
+    deletion_kw = dict(kernel_size=kernel_size, sigma=sigma, step=step, batch_size=batch_size)
+    random_kw = dict(fractions=fr, n_orders=n_orders, kernel_size=kernel_size, sigma=sigma, batch_size=batch_size,
+                     segment_step=segment_step)
+    rep = SaliencyReport(fractions=fr)
+    inv_random_by_target: list[tuple[torch.Tensor, torch.Tensor]] = []  # (targets, curves): shared by equal targets
     rows = []
     for mi, (mname, model) in enumerate(models.items()):
         with torch.no_grad():
@@ -620,23 +773,45 @@ def saliency_report(
             logits = torch.cat([model(x[i:i + batch_size].to(dev)).to(x.device) for i in range(0, n, batch_size)])
         tgt = logits.argmax(1)
         rep.targets[mname] = tgt
-        rnd = random_deletion_curves(model, x, tgt, segments, n_orders=n_orders, kernel_size=kernel_size, sigma=sigma,
-                                     fractions=curve_fractions(x.shape[2] * x.shape[3], step or _default_step(x.shape[2] * x.shape[3]), 0.99),
-                                     batch_size=batch_size, generator=torch.Generator().manual_seed(int(seed) + 7919 * mi))
-        rep.random_curves[mname] = rnd
+        is_evaluator = evaluator is not None and model is evaluator
+        if own_view:
+            rep.random_curves[mname] = random_deletion_curves(
+                model, x, tgt, segments, generator=torch.Generator().manual_seed(int(seed) + 7919 * mi), **random_kw)
+        if evaluator is not None:
+            known = [c for t, c in inv_random_by_target if torch.equal(t, tgt)]
+            if known:
+                rnd_inv = known[0]
+            elif is_evaluator and own_view:
+                rnd_inv = rep.random_curves[mname]
+            else:
+                rnd_inv = random_deletion_curves(evaluator, x, tgt, segments,
+                                                 generator=torch.Generator().manual_seed(int(seed) + 104729), **random_kw)
+            inv_random_by_target.append((tgt, rnd_inv))
+            rep.inv_random_curves[mname] = rnd_inv
         for meth, spec in methods.items():
             attr = _explain_spec(model, x, tgt, spec, scores.get(mname, "probability"), seed, batch_size)
             maps = saliency_maps(attr)
             rep.maps[(mname, meth)] = maps
-            curves, fr = deletion_curves(model, x, maps, tgt, kernel_size=kernel_size, sigma=sigma, step=step, batch_size=batch_size)
-            rep.curves[(mname, meth)] = curves
-            rep.fractions = fr
-            area = deletion_area(curves, fr)
-            r_area = deletion_area(rnd, fr)
             tv_code, tv_plain = otsu_tv(maps, "code"), otsu_tv(maps, "plain")
             ssim_v = ssim(maps, rep.maps[(reference, meth)]) if mname != reference and (reference, meth) in rep.maps else torch.full((n,), float("nan"))
-            cols = {"deletion_area": area, "random_area": r_area, "better_than_random": (area < r_area).float(),
-                    "otsu_tv": tv_code, "otsu_tv_plain": tv_plain, "ssim": ssim_v}
+            cols = {"ssim": ssim_v, "otsu_tv": tv_code, "otsu_tv_plain": tv_plain}
+            if own_view:
+                curves, _ = deletion_curves(model, x, maps, tgt, **deletion_kw)
+                rep.curves[(mname, meth)] = curves
+                area, r_area = deletion_area(curves, fr), deletion_area(rep.random_curves[mname], fr)
+                cols.update(deletion_area=area, random_area=r_area, better_than_random=(area < r_area).float())
+            if evaluator is not None:
+                if is_evaluator and own_view:
+                    inv = rep.curves[(mname, meth)]
+                else:
+                    inv, _ = deletion_curves(evaluator, x, maps, tgt, **deletion_kw)
+                rep.inv_curves[(mname, meth)] = inv
+                area, r_area = deletion_area(inv, fr), deletion_area(rep.inv_random_curves[mname], fr)
+                cols.update(inv_deletion_area=area, inv_random_area=r_area, inv_better_than_random=(area < r_area).float())
+                if insertion:
+                    ins, _ = insertion_curves(evaluator, x, maps, tgt, max_fraction=0.99, **deletion_kw)
+                    rep.inv_insertion_curves[(mname, meth)] = ins
+                    cols["inv_insertion_area"] = insertion_area(ins, fr)
             if object_masks is not None:
                 inside = (maps * object_masks.to(maps.device)).flatten(1).sum(1)
                 cols["mass_in_mask"] = inside / maps.flatten(1).sum(1).clamp_min(1e-12)
