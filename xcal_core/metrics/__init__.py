@@ -10,3 +10,4 @@ from .saliency import *  # noqa: F401,F403
 from .localization import *  # noqa: F401,F403
 from .summary import *  # noqa: F401,F403
 from .tests import *  # noqa: F401,F403
+from .c2i import *  # noqa: F401,F403
