@@ -11,13 +11,14 @@ TORCH    ?= default
 PINS     := requirements.txt requirements-nodeps.txt pyproject.toml
 STAMP    := $(VENV)/.xcal-pins-$(shell cat $(PINS) | sha256sum | cut -c1-16)
 
-.PHONY: run test venv data kernel bench lab clean-runs help
+.PHONY: run test venv data kernel bench lab book clean-runs help
 
 help:
 	@echo "make run    execute notebooks/ in number order (PROFILE=$(PROFILE)) -> papermill_runs/$(PROFILE)/"
 	@echo "make test   run the whole test suite (unit tests + smoke execution of every notebook)"
 	@echo "make lab    start JupyterLab with the xcal kernel"
 	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make book   render the reference run into a static web site in site/ (open site/index.html)"
 	@echo "make venv TORCH=cpu   the environment with PyTorch's CPU-only wheels (laptops without a GPU)"
 	@echo "make data   make sure the real Fashion-MNIST files are there (installs Debian's dataset-fashion-mnist as root)"
 
@@ -91,6 +92,18 @@ test: venv data
 
 bench: venv
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The reference run as a static site (git-ignored, built on demand). With Chromium installed
+# (Debian: apt-get install chromium), also a screenshot of the index, to see what a reader sees.
+CHROMIUM := $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
+
+book: venv
+	$(PY) -m xcal_core.book --runs papermill_runs/reference --out site
+	@if [ -n "$(CHROMIUM)" ]; then \
+	  $(CHROMIUM) --headless --no-sandbox --disable-gpu --disable-background-networking --no-first-run \
+	    --disable-component-update --disable-sync --hide-scrollbars --window-size=1280,1800 \
+	    --screenshot=site/index.png "file://$(CURDIR)/site/index.html" >/dev/null 2>&1 && \
+	  echo "screenshot of the index: site/index.png"; fi
 
 lab: venv
 	$(VENV)/bin/jupyter lab notebooks/

@@ -131,6 +131,7 @@ def verdict_counts(board: pd.DataFrame, by: str = "notebook") -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     t = pd.crosstab(board[by], board["verdict"]).reindex(columns=[*VERDICTS, "mixed"], fill_value=0)
     t["total"] = t.sum(axis=1)
+    t.columns.name = None
     return t.reset_index()[cols]
 
 
@@ -202,7 +203,8 @@ def copy_reference_runs(run_dirs: Iterable[str | Path], reference_dir: str | Pat
     out = []
     for d in done:
         dst = ref / d.name
-        shutil.copytree(d, dst, ignore=shutil.ignore_patterns("artifacts", "*.tmp"))
+        # not copied: artifacts (git-ignored), temporary files, archived failed attempts, lock files
+        shutil.copytree(d, dst, ignore=shutil.ignore_patterns("artifacts", "*.tmp", ".attempts", ".manifest.lock"))
         out.append(dst)
     return out
 
