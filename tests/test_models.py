@@ -747,3 +747,34 @@ def test_load_or_train_classifier_decides_by_weights_and_data(tmp_path, monkeypa
         load_or_train_classifier("small_cnn", real, epochs=1, pretrained=True, **kw)
     m3, note3 = load_or_train_classifier("small_cnn", real, epochs=1, **kw)
     assert note3 == "small_cnn: trained 1 epoch(s) on shapes from a random initialisation"
+
+
+def test_shipped_checkpoints_fill_a_cold_cache(tmp_path, monkeypatch):
+    """A checkpoint committed under checkpoints/ (same relative path as in the cache) is copied into a cold
+    cache and loaded without training; a damaged shipped file is ignored; XCAL_SHIPPED_CHECKPOINTS=off
+    ignores them all (make retrain)."""
+    import shutil
+
+    ds = _tab_ds()
+    kw = dict(epochs=2, seed=0, model_kwargs={"hidden": (8,)}, **FAST)
+    first = train_classifier("mlp", ds, cache_dir=tmp_path / "cache_a", **kw)
+    shipped = tmp_path / "checkpoints"
+    shutil.copytree(tmp_path / "cache_a" / "models", shipped / "models")
+    monkeypatch.setenv("XCAL_SHIPPED_CHECKPOINTS", str(shipped))
+
+    def boom(*a, **k):
+        raise AssertionError("trained although a checkpoint was shipped")
+
+    with monkeypatch.context() as m:
+        m.setattr(training_mod, "_fit", boom)
+        second = train_classifier("mlp", ds, cache_dir=tmp_path / "cache_b", **kw)
+    assert second.from_cache and second.path.is_file() and _state_equal(first.model, second.model)
+    # switched off: trains (into a third cold cache)
+    monkeypatch.setenv("XCAL_SHIPPED_CHECKPOINTS", "off")
+    assert train_classifier("mlp", ds, cache_dir=tmp_path / "cache_c", **kw).from_cache is False
+    # a damaged shipped file is not copied: the model is trained
+    monkeypatch.setenv("XCAL_SHIPPED_CHECKPOINTS", str(shipped))
+    f = next((shipped / "models").glob("*.pt"))
+    f.write_bytes(f.read_bytes()[:100])
+    third = train_classifier("mlp", ds, cache_dir=tmp_path / "cache_d", **kw)
+    assert third.from_cache is False and _state_equal(first.model, third.model)

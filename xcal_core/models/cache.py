@@ -27,7 +27,14 @@ __all__ = [
     "config_hash",
     "save_checkpoint",
     "load_checkpoint",
+    "SHIPPED_DIR_ENV",
+    "shipped_dir",
+    "fetch_shipped",
 ]
+
+SHIPPED_DIR_ENV = "XCAL_SHIPPED_CHECKPOINTS"
+"""Environment variable: the folder of shipped checkpoints (default ``<repo>/checkpoints``), or ``off``
+to ignore them (``make retrain`` does, to train every workshop model from scratch)."""
 
 _MAGIC = b"XCALCKPT1\n"
 
@@ -179,3 +186,58 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict):
         raise CorruptCheckpointError(f"{path} holds a {type(payload).__name__}, expected a dict")
     return payload
+
+
+def shipped_dir() -> Path | None:
+    """The folder of checkpoints shipped with the repository (``<repo>/checkpoints``, or
+    ``$XCAL_SHIPPED_CHECKPOINTS``), or None when it is switched off or absent."""
+    env = os.environ.get(SHIPPED_DIR_ENV, "")
+    if env.strip().lower() in ("off", "0", "false", "no"):
+        return None
+    d = Path(env) if env.strip() else Path(__file__).resolve().parents[2] / "checkpoints"
+    return d if d.is_dir() else None
+
+
+def fetch_shipped(path: str | os.PathLike, cache_dir: str | os.PathLike) -> bool:
+    """Put the shipped copy of a cache file in place, if the repository ships one.
+
+    The workshop's trained models are committed under ``checkpoints/`` with the same relative path
+    as in the model cache (``models/<model>__<dataset>__<key>.pt``, the key hashing the data, the
+    recipe, the seed, the device type and the torch version), so a cold cache starts with them. A
+    shipped file is verified (checksum) before it is copied; a bad one is ignored (the caller trains).
+
+    Args:
+        path: the cache file wanted (inside ``cache_dir``), which does not exist yet.
+        cache_dir: the model cache folder.
+
+    Returns:
+        True when a verified shipped copy was put at ``path``.
+    """
+    src_root = shipped_dir()
+    path = Path(path)
+    if src_root is None or path.exists():
+        return False
+    try:
+        rel = path.resolve().relative_to(Path(cache_dir).resolve())
+    except ValueError:
+        return False
+    src = src_root / rel
+    if not src.is_file():
+        return False
+    try:
+        load_checkpoint(src)
+    except (CorruptCheckpointError, OSError):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(src.read_bytes())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return True

@@ -35,7 +35,7 @@ from .._validation import (
     model_device,
 )
 from ..runtime import resolve_device
-from .cache import CorruptCheckpointError, config_hash, dataset_fingerprint, load_checkpoint, save_checkpoint
+from .cache import CorruptCheckpointError, config_hash, dataset_fingerprint, fetch_shipped, load_checkpoint, save_checkpoint
 from .factory import MODELS, build_model, pretrained_normalization
 
 if TYPE_CHECKING:  # pandas is imported lazily (it is slow to import)
@@ -403,7 +403,9 @@ def train_classifier(
 
     import pandas as pd
 
-    # ---- cache hit ----
+    # ---- cache hit (a cold cache first takes the checkpoint shipped with the repository, if any) ----
+    if path is not None and not path.exists():
+        fetch_shipped(path, cache_dir)
     if path is not None and path.exists():
         try:
             payload = load_checkpoint(path)
