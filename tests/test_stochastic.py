@@ -449,3 +449,42 @@ def test_train_uq_family_tabular(tmp_path):
         fam2.realisations("ensemble", 3)
     with pytest.raises(ValueError, match="unknown `lr_schedule`"):
         train_uq_family("mlp", ds, methods=["flipout"], lr_schedule="linear")
+
+
+class _Payload:
+    """Unpickling this runs code: it must never happen for a cache file (weights_only loading)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle_with_code", "old_plain_torch_save"])
+def test_stochastic_cache_survives_bad_files_and_never_unpickles_code(tmp_path, damage):
+    """Issue 21 item 2: a truncated / foreign file in the cache warns naming it and is retrained over;
+    files are checksummed and read with weights_only=True, so a planted pickle runs nothing."""
+    def fit():
+        torch.manual_seed(0)
+        net = to_mc_dropout(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 3)), p=0.1)
+        x, y = torch.randn(32, 4, generator=gen(1)), torch.randint(0, 3, (32,), generator=gen(2))
+        return train_stochastic(net, x, y, epochs=2, batch_size=16, seed=0, cache_dir=tmp_path)
+
+    model, hist = fit()
+    (path,) = tmp_path.glob("stochastic_*.pt")
+    assert not list(tmp_path.glob("*.tmp*"))
+    blob = path.read_bytes()
+    marker = tmp_path / "code_ran"
+    if damage == "truncated":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "pickle_with_code":
+        torch.save({"state": _Payload(str(marker)), "history": []}, path)
+    else:
+        torch.save({"state": model.state_dict(), "history": hist.to_dict("records")}, path)
+    with pytest.warns(UserWarning, match=rf"cached stochastic model {path} is unusable.*retraining"):
+        model2, hist2 = fit()
+    assert not marker.exists()
+    assert hist2.equals(hist) and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    model3, hist3 = fit()  # the retrained file is valid again and is loaded
+    assert hist3.equals(hist)

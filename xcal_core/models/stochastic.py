@@ -38,6 +38,7 @@ import copy
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._validation import check_fraction, check_int, check_positive, check_tensor, model_device
+from .cache import CorruptCheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = [
     "UE_METHODS",
@@ -725,7 +727,10 @@ def train_stochastic(
         task: ``"classification"`` or ``"regression"``.
         seed: seeds the mini-batch order and the layers' noise (global torch RNG is restored afterwards).
         cache_dir: if given, the trained state is cached there under a hash of the architecture, the
-            initial weights, the data and the settings, and loaded instead of retrained.
+            initial weights, the data and the settings, and loaded instead of retrained. Files are
+            written atomically with a checksum (:func:`xcal_core.models.cache.save_checkpoint`) and read
+            with ``weights_only=True``; a truncated, foreign or unreadable file is reported with a warning
+            naming it and retrained over.
         cache_tag: extra text mixed into the cache key.
         target_scale: regression only: the MSE is computed on ``(output - y) / target_scale`` (e.g. the
             training targets' std, matching a model with an output de-standardization layer); None = 1.
@@ -765,9 +770,15 @@ def train_stochastic(
         key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
         path = Path(cache_dir) / f"stochastic_{key}.pt"
         if path.exists():
-            blob = torch.load(path, map_location=device, weights_only=False)
-            model.load_state_dict(blob["state"])
-            return model.eval(), pd.DataFrame(blob["history"])
+            try:
+                blob = load_checkpoint(path, map_location=device)
+                if blob.get("key") != key:
+                    raise CorruptCheckpointError(f"{path} belongs to another configuration")
+                model.load_state_dict(blob["state"])
+                return model.eval(), pd.DataFrame(blob["history"])
+            except Exception as exc:  # noqa: BLE001 - truncated, foreign or incompatible file: retrain
+                warnings.warn(f"cached stochastic model {path} is unusable ({type(exc).__name__}: {exc}); "
+                              "retraining and overwriting it", UserWarning, stacklevel=2)
 
     g = torch.Generator().manual_seed(int(seed))
     rng_state = torch.get_rng_state()
@@ -805,8 +816,7 @@ def train_stochastic(
             torch.cuda.set_rng_state_all(cuda_state)
     model.eval()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": model.state_dict(), "history": rows}, path)
+        save_checkpoint(path, {"key": key, "state": model.state_dict(), "history": rows})
     return model, pd.DataFrame(rows)
 
 
