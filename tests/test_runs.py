@@ -110,3 +110,24 @@ def test_run_outputs_and_load_runs(tmp_path):
         load_runs(tmp_path, table="x")
     with pytest.raises(FileNotFoundError, match="`paths`"):
         load_runs(tmp_path / "missing")
+
+
+def test_metrics_setting_column_and_unique_keys(tmp_path):
+    """A varied hyper-parameter goes in `setting`, not in `level`; two rows with the same key are refused,
+    within one call and across calls; old metrics.csv files without `setting` still load."""
+    df = validate_metrics([ROW, {**ROW, "setting": "lambda1=0.1"}, {**ROW, "setting": None, "level": None}])
+    assert df["setting"].tolist() == ["", "lambda1=0.1", ""]
+    with pytest.raises(ValueError, match="2 rows share the key.*'metric': 'ece'.*`setting` column"):
+        validate_metrics([ROW, {**ROW, "value": 0.2}])
+    run = start_run("00_quickstart", PROFILE="smoke", RUN_DIR=str(tmp_path / "a"), DEVICE="cpu")
+    run.log_metrics([ROW])
+    with pytest.raises(ValueError, match="share the key"):
+        run.log_metrics([{**ROW, "value": 0.3}])  # the same measurement again (e.g. a pretrained row per seed)
+    assert len(run.metrics) == 1  # the refused rows were not kept
+    run.log_metrics([{**ROW, "seed": 1}])
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"notebook": "01", "profile": "workshop", "status": "completed"}))
+    pd.DataFrame([{k: v for k, v in ROW.items()}]).to_csv(old / "metrics.csv", index=False)
+    m = load_runs(old)
+    assert list(m.columns[:10]) == list(METRICS_COLUMNS) and m["setting"].tolist() == [""]

@@ -156,7 +156,8 @@ def runtime_table(manifests: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def metric_summary(metrics: pd.DataFrame, by: Sequence[str] = ("notebook", "experiment", "dataset", "model", "method", "metric", "level")) -> pd.DataFrame:
+def metric_summary(metrics: pd.DataFrame, by: Sequence[str] = ("notebook", "experiment", "dataset", "model", "method", "metric",
+                                                          "level", "setting")) -> pd.DataFrame:
     """Mean, standard deviation, 95% normal CI half-width and count of ``value`` over seeds/runs per group."""
     by = [b for b in by if b in metrics.columns]
     if metrics.empty:

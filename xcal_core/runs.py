@@ -30,6 +30,7 @@ from .runtime import env_line, env_summary, resolve_device, seed_everything
 
 __all__ = [
     "METRICS_COLUMNS",
+    "METRIC_KEY",
     "CLAIMS_COLUMNS",
     "VERDICTS",
     "claim_counts",
@@ -47,7 +48,10 @@ __all__ = [
     "update_manifest",
 ]
 
-METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "metric", "level", "seed", "value", "higher_is_better")
+METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "metric", "level", "setting", "seed", "value",
+                   "higher_is_better")
+METRIC_KEY = ("experiment", "dataset", "model", "method", "metric", "level", "setting", "seed")
+"""The columns that identify a measurement: no two rows of a run's ``metrics.csv`` share all of them."""
 CLAIMS_COLUMNS = ("claim_id", "paper", "statement", "expected", "observed", "verdict", "reason")
 VERDICTS = ("holds", "fails", "inconclusive")
 """A claim's verdict. ``fails`` and ``inconclusive`` need a reason. A test that cannot fail, or has no
@@ -133,15 +137,20 @@ def validate_metrics(rows: Any, default_seed: int | None = None) -> pd.DataFrame
 
     Args:
         rows: DataFrame or list of dicts with columns ``experiment, dataset, model, method, metric,
-            level, seed, value, higher_is_better``. ``level`` may be missing/None (-> NaN) and ``seed``
-            missing (-> ``default_seed``).
+            level, setting, seed, value, higher_is_better``. ``level`` (a perturbation level or another
+            numeric axis) may be missing/None (-> NaN); ``setting`` names a varied hyper-parameter or
+            condition as text (``"lambda1=0.1"``, ``"T=2"``, ``"k=4"``; missing/None -> ``""``); ``seed``
+            may be missing (-> ``default_seed``).
 
     Raises:
-        ValueError / TypeError naming the column and the first bad row.
+        ValueError / TypeError naming the column and the first bad row; ValueError when two rows share
+        every key column (:data:`METRIC_KEY`): each measurement is logged once.
     """
     df = _as_frame(rows, "metrics", METRICS_COLUMNS)
     if "level" not in df.columns:
         df["level"] = math.nan
+    if "setting" not in df.columns:
+        df["setting"] = ""
     if "seed" not in df.columns and default_seed is not None:
         df["seed"] = default_seed
     _check_columns(df, METRICS_COLUMNS, "metrics")
@@ -172,7 +181,22 @@ def validate_metrics(rows: Any, default_seed: int | None = None) -> pd.DataFrame
         i = int(hib.isna().to_numpy().nonzero()[0][0])
         raise ValueError(f"`metrics` column 'higher_is_better' must be True/False; row {i} has {df['higher_is_better'].iloc[i]!r}")
     df["higher_is_better"] = hib.astype(bool)
+    df["setting"] = df["setting"].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    _check_unique_metrics(df)
     return df
+
+
+def _check_unique_metrics(df: pd.DataFrame) -> None:
+    """Raise naming the first key shared by two rows (see :data:`METRIC_KEY`)."""
+    if len(df) < 2:
+        return
+    key = df[list(METRIC_KEY)].assign(level=df["level"].fillna(-1e300))
+    dup = key.duplicated(keep=False)
+    if dup.any():
+        row = df[dup].iloc[0]
+        shown = {k: row[k] for k in METRIC_KEY}
+        raise ValueError(f"`metrics`: {int(dup.sum())} rows share the key {shown}; log each measurement once, and "
+                         "put a varied hyper-parameter or condition in the `setting` column")
 
 
 def _legacy_claims(df: pd.DataFrame) -> pd.DataFrame:
@@ -406,6 +430,7 @@ class Run:
     def log_metrics(self, rows: Any) -> pd.DataFrame:
         """Append tidy metric rows (validated now) and rewrite ``metrics.csv``; returns the new rows."""
         df = validate_metrics(rows, default_seed=self.seed)
+        _check_unique_metrics(pd.concat([self.metrics, df], ignore_index=True) if self._metrics else df)
         self._metrics.append(df)
         write_metrics(self.metrics, self.dir)
         update_manifest(self.dir, n_metrics=len(self.metrics))
@@ -530,6 +555,9 @@ def load_runs(paths: Iterable[str | Path] | str | Path, table: str = "metrics", 
         df = pd.read_csv(f, keep_default_na=False) if table == "claims" else pd.read_csv(f)
         if table == "claims":
             df = _legacy_claims(df)
+        if table == "metrics":
+            df["setting"] = df["setting"].fillna("").astype(str) if "setting" in df.columns else ""
+            df = df[[*METRICS_COLUMNS, *[c for c in df.columns if c not in METRICS_COLUMNS]]]
         for k, v in meta.items():
             df[k] = v
         frames.append(df)
