@@ -1,0 +1,47 @@
+"""README's numbers are generated from the run folders."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from xcal_core.docs import generated_sections, update_readme
+
+
+def _fake_repo(tmp_path):
+    ref = tmp_path / "papermill_runs" / "reference"
+    for nb, minutes, verdicts in (("00_quickstart", 0.5, ["holds", "fails"]), ("01_x", 2.25, ["inconclusive"])):
+        d = ref / f"{nb}__abc"
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text(json.dumps({"notebook": nb, "profile": "workshop", "status": "completed",
+                                                     "minutes": minutes, "seed": 0}))
+        pd.DataFrame([{"claim_id": f"C{i}", "paper": "p", "statement": "s", "expected": "e", "observed": "o",
+                       "verdict": v, "reason": "" if v == "holds" else "r"} for i, v in enumerate(verdicts)]
+                     ).to_csv(d / "claims.csv", index=False)
+    (ref / "make_run.json").write_text(json.dumps({"git_sha": "abcdef123", "minutes": 12.34, "cold_cache": True,
+                                                   "n_runs": 2, "n_failed": 0, "machine": "2 CPU cores"}))
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    cell = {"cell_type": "markdown", "metadata": {}, "source": "# 00 · Title\n\nStory.\n\n1. read a reliability diagram;\n2. more\n"}
+    (nbs / "00_quickstart.ipynb").write_text(json.dumps({"cells": [cell]}))
+    return tmp_path
+
+
+def test_generated_sections_and_check(tmp_path):
+    root = _fake_repo(tmp_path)
+    s = generated_sections(root)
+    assert "| `00_quickstart` | read a reliability diagram | 0.5 | 1 | 1 | 0 |" in s["reference-table"]
+    assert "| `01_x` |  | 2.2 | 0 | 0 | 1 |" in s["reference-table"] or "| `01_x` |  | 2.3 | 0 | 0 | 1 |" in s["reference-table"]
+    assert "| **all** | | 2.8 | 1 | 1 | 1 |" in s["reference-table"]
+    assert "commit `abcdef1`" in s["make-run"] and "12.3 minutes" in s["make-run"] and "empty model cache" in s["make-run"]
+    assert "no seeds summary" in s["seeds-table"]
+    readme = root / "README.md"
+    readme.write_text("intro\n<!-- begin generated: make-run -->\ntyped by hand: 9.9 minutes\n<!-- end generated: make-run -->\nend\n")
+    assert update_readme(readme, root, check=True) == ["make-run"]  # stale: a typed number
+    assert "9.9" in readme.read_text()  # check does not write
+    assert update_readme(readme, root) == ["make-run"]
+    assert update_readme(readme, root, check=True) == []
+    assert "12.3 minutes" in readme.read_text() and readme.read_text().endswith("end\n")
+    readme.write_text("<!-- begin generated: nope -->\nx\n<!-- end generated: nope -->\n")
+    with pytest.raises(ValueError, match="'nope' has no generator"):
+        update_readme(readme, root)
