@@ -69,3 +69,35 @@ def test_bad_input():
     ts = TemperatureScaling().fit(logits, y)
     with pytest.raises(ValueError, match="classes"):
         ts.predict_proba(logits[:, :3])
+
+
+@pytest.mark.parametrize("damage", ["rounded_2_decimals", "float16", "bfloat16", "percent"])
+def test_inexact_probabilities_are_rejected_as_logits(damage):
+    """Issue 21 item 11: probabilities rounded, in half precision or times 100 are not logits (they used to
+    give T = 0.2 or 20 without a word)."""
+    logits, y = _planted(n=300, t_true=1.0)
+    p = torch.softmax(logits, 1)
+    bad = {"rounded_2_decimals": p.round(decimals=2), "float16": p.half(), "bfloat16": p.bfloat16(), "percent": 100 * p}[damage]
+    kind = "percentages" if damage == "percent" else "probabilities"
+    with pytest.raises(ValueError, match=rf"`logits` looks like {kind}"):
+        TemperatureScaling().fit(bad, y)
+    if damage in ("float16", "bfloat16"):
+        with pytest.raises(ValueError, match=f"given as torch.{damage}"):
+            TemperatureScaling().fit(bad, y)
+    TemperatureScaling().fit(torch.log(p).half(), y)  # half-precision log-probabilities are fine
+
+
+def test_single_sample_fit_is_refused_and_a_bound_temperature_warns():
+    logits, y = _planted(n=50)
+    with pytest.raises(ValueError, match=r"`logits` has 1 sample\(s\); fitting a temperature needs at least 2"):
+        TemperatureScaling().fit(logits[:1], y[:1])
+    easy = torch.tensor([[3.0, 0.0], [0.0, 3.0]] * 20)
+    with pytest.warns(UserWarning, match=r"T = 0.1 is at the lower end of `bounds` \(0.1, 10.0\)"):
+        assert TemperatureScaling(bounds=(0.1, 10.0)).fit(easy, torch.tensor([0, 1] * 20)).temperature_ == pytest.approx(0.1)
+    with pytest.warns(UserWarning, match="at the upper end of `bounds`"):
+        TemperatureScaling().fit(easy, torch.tensor([1, 0] * 20))  # always wrong, confidently
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TemperatureScaling().fit(*_planted(n=500, t_true=2.0))  # an interior optimum: silent

@@ -225,3 +225,15 @@ def test_calibrate_logits_half_input_float32_map_and_device_copy_refreshed_on_re
     after = dc.calibrate_logits(z32)
     ref = torch.log_softmax(z32, 1).clamp_min(float(np.log(dc.eps))) @ dc.W_.float().T + dc.b_.float()
     assert not torch.allclose(before, after) and torch.allclose(after, ref, atol=1e-5)
+
+
+def test_inexact_probabilities_and_single_samples_are_refused():
+    """Issue 21 item 11: rounded / float16 / percent probabilities are not logits; one sample is not a fit."""
+    logits, y, _, _ = _planted(n=300)
+    p = torch.softmax(logits, 1)
+    for bad in (p.round(decimals=2), p.half(), 100 * p):
+        with pytest.raises(ValueError, match=r"`logits` looks like (probabilities|percentages)"):
+            DirichletCalibration().fit(bad, y)
+    with pytest.raises(ValueError, match=r"`logits` has 1 sample\(s\); fitting Dirichlet calibration needs at least 2"):
+        DirichletCalibration().fit(logits[:1], y[:1])
+    DirichletCalibration().fit(torch.log(p), y)  # log-probabilities stay accepted

@@ -28,3 +28,12 @@ def test_calibration_table_matches_the_metrics():
         calibration_table({"a": p}, y, metrics=["eec"])
     with pytest.raises(TypeError, match="`probs` must be a non-empty dict"):
         calibration_table(p, y)
+
+
+def test_accuracy_rejects_nan_and_inf():
+    """Issue 21 item 11: NaN rows used to count as class 0 predictions."""
+    y = torch.tensor([0, 1, 0])
+    with pytest.raises(ValueError, match=r"`probs` contains 6 NaN or inf"):
+        accuracy(torch.full((3, 2), float("nan")), y)
+    with pytest.raises(ValueError, match=r"`probs` contains 1 NaN or inf"):
+        accuracy(torch.tensor([[0.9, 0.1], [0.2, float("inf")], [0.6, 0.4]]), y)

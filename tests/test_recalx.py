@@ -199,3 +199,12 @@ def test_evaluate_under_perturbation_runs_chunked_without_autograd():
     assert not any(grad for _, grad in model.calls)
     assert not res["logits"].requires_grad and not res["fit_logits"].requires_grad
     assert len(res["logits"]) == 60 * 2 * 2
+
+
+def test_a_level_bin_fitted_at_a_temperature_bound_warns():
+    """Issue 21 item 11: a clipped temperature is reported, naming the bins."""
+    logits, y, levels = _planted()
+    hi = levels >= 0.9  # the last bin: confidently right on every sample -> T at the lower bound
+    logits[hi] = torch.nn.functional.one_hot(y[hi], logits.shape[1]).float() - 0.5  # margin 1, always right
+    with pytest.warns(UserWarning, match=r"ReCalX: level bin\(s\) \[9\] fitted a temperature at a bound"):
+        ReCalX(n_bins=10).fit(logits, y, levels)

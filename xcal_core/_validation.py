@@ -76,8 +76,32 @@ def looks_like_probabilities(t: torch.Tensor, atol: float = 1e-4) -> bool:
     return bool((t >= 0).all() and (t <= 1).all() and torch.allclose(t.sum(1), torch.ones_like(t[:, 0]), atol=atol))
 
 
+def probability_like(t: torch.Tensor) -> str | None:
+    """How a (N, K) tensor looks like probabilities that are not exact, or None.
+
+    Beyond exact softmax rows (:func:`looks_like_probabilities`) this catches probabilities that were
+    rounded (e.g. to 2 decimals), stored in float16 / bfloat16, or given in percent: every entry is
+    >= 0, at most 1 (or 100), and every row sums to 1 (or 100) within ``min(0.1, 1e-3 + 0.005 K)``
+    relative, which covers rounding each of the K entries to 2 decimals. Raw logits essentially never
+    have every row non-negative and summing to a constant.
+    """
+    if t.ndim != 2 or t.shape[1] < 2 or t.numel() == 0 or not t.is_floating_point():
+        return None
+    t = t.detach().double()
+    if not bool((t >= 0).all()):
+        return None
+    tol = min(0.1, 1e-3 + 0.005 * t.shape[1])
+    sums, top = t.sum(1), float(t.max())
+    if top <= 1 + 1e-6 and bool(((sums - 1).abs() <= tol).all()):
+        return "probabilities (non-negative rows summing to 1, up to rounding or low precision)"
+    if top <= 100 * (1 + 1e-6) and bool(((sums - 100).abs() <= 100 * tol).all()):
+        return "percentages (non-negative rows summing to 100: probabilities times 100)"
+    return None
+
+
 def check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
-    """Logits of shape (N, K), K >= 2, finite; rejects probability rows (use log-probabilities instead)."""
+    """Logits of shape (N, K), K >= 2, finite; rejects probability rows, also rounded, low-precision or
+    in percent (use log-probabilities instead)."""
     t = check_tensor(logits, name, ndim=2)
     if t.shape[1] < 2:
         raise ValueError(f"`{name}` must have K >= 2 class columns, got shape {tuple(t.shape)}")
@@ -86,7 +110,21 @@ def check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
             f"`{name}` looks like probabilities (rows in [0, 1] summing to 1); pass raw logits "
             "(or log-probabilities, e.g. torch.log(probs))"
         )
+    kind = probability_like(t)
+    if kind is not None:
+        raw = getattr(logits, "dtype", None)
+        precision = f" (given as {raw})" if raw in (torch.float16, torch.bfloat16, np.float16) else ""
+        raise ValueError(
+            f"`{name}` looks like {kind}{precision}; pass raw logits in float32 "
+            "(or log-probabilities of the exact probabilities, e.g. torch.log(probs))"
+        )
     return t
+
+
+def check_min_samples(n: int, minimum: int, name: str, what: str) -> None:
+    """Raise when fewer than ``minimum`` samples (rows of ``name``) are given for ``what``."""
+    if n < minimum:
+        raise ValueError(f"`{name}` has {n} sample(s); {what} needs at least {minimum}")
 
 
 def check_probs(probs: Any, name: str = "probs", atol: float = 1e-3) -> torch.Tensor:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from .._validation import check_choice, check_int, check_labels, check_logits, check_positive
+from .._validation import check_choice, check_int, check_labels, check_logits, check_min_samples, check_positive
 
 __all__ = ["DirichletCalibration", "CalibratedModel"]
 
@@ -164,9 +164,11 @@ class DirichletCalibration:
             self, with ``W_``, ``b_``, ``n_classes_``, ``converged_``, ``n_iter_`` set.
 
         Raises:
-            ValueError: probabilities passed as logits, NaN/inf, label count or range mismatch.
+            ValueError: fewer than 2 samples, probabilities passed as logits (also rounded, float16 or in
+                percent), NaN/inf, label count or range mismatch.
         """
         z = check_logits(logits, "logits")
+        check_min_samples(z.shape[0], 2, "logits", "fitting Dirichlet calibration")
         y = check_labels(labels, "labels", n_classes=z.shape[1], n=z.shape[0]).cpu()
         k = int(z.shape[1])
         logp = self._log_probs(z.detach().double().cpu())

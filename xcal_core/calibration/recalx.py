@@ -18,7 +18,7 @@ import torch
 
 from .._validation import check_choice, check_int, check_labels, check_logits, check_same_length
 from ..perturbations.masks import _check_levels, level_to_bin
-from .temperature import DEFAULT_BOUNDS, _check_bounds, fit_temperature
+from .temperature import DEFAULT_BOUNDS, _check_bounds, fit_temperature, warn_if_at_bound
 
 __all__ = ["ReCalX", "level_metrics", "evaluate_under_perturbation", "summarize_levels", "relative_reduction", "remove_and_retrain"]
 
@@ -96,6 +96,11 @@ class ReCalX:
             if fitted[b]:
                 sel = bins == b
                 temps[b] = fit_temperature(z[sel], y[sel], bounds=self.bounds)
+        lo, hi = self.bounds
+        at_bound = [b for b in range(self.n_bins) if fitted[b] and not lo * (1 + 1e-3) < float(temps[b]) < hi * (1 - 1e-3)]
+        if at_bound:
+            warn_if_at_bound(float(temps[at_bound[0]]), self.bounds,
+                             f"ReCalX: level bin(s) {at_bound} fitted a temperature at a bound; bin {at_bound[0]}'s")
         if self.empty == "nearest" and fitted.any():
             fit_idx = torch.nonzero(fitted).flatten()
             for b in torch.nonzero(~fitted).flatten().tolist():

@@ -8,15 +8,16 @@ with a bounded one-dimensional search on ``log T`` (Brent's method, scipy ``mini
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from .._validation import check_labels, check_logits
+from .._validation import check_labels, check_logits, check_min_samples
 
-__all__ = ["TemperatureScaling", "fit_temperature", "temperature_nll"]
+__all__ = ["TemperatureScaling", "fit_temperature", "temperature_nll", "warn_if_at_bound"]
 
 DEFAULT_BOUNDS: tuple[float, float] = (0.05, 20.0)
 
@@ -29,6 +30,22 @@ def _check_bounds(bounds: Any) -> tuple[float, float]:
     if not (0 < lo < hi < math.inf):
         raise ValueError(f"`bounds` must satisfy 0 < T_min < T_max < inf, got {bounds!r}")
     return lo, hi
+
+
+def warn_if_at_bound(temperature: float, bounds: tuple[float, float], what: str = "fitted temperature") -> bool:
+    """Warn (UserWarning) when a fitted temperature sits at an end of its search range; returns whether it does.
+
+    A temperature at ``T_min`` usually means a calibration split the model gets (nearly) all right, or
+    too few samples; one at ``T_max``, probabilities passed as logits or a model no better than chance.
+    Either way the NLL optimum lies outside ``bounds`` and the value is a clipped, not a fitted, one.
+    """
+    lo, hi = bounds
+    at = "lower" if temperature <= lo * (1 + 1e-3) else "upper" if temperature >= hi * (1 - 1e-3) else None
+    if at is not None:
+        warnings.warn(f"{what} T = {temperature:.4g} is at the {at} end of `bounds` {tuple(bounds)}: the NLL optimum "
+                      "lies outside the search range (too few or too easy calibration samples, or inputs that are "
+                      "not logits); widen `bounds` or check the calibration split", UserWarning, stacklevel=3)
+    return at is not None
 
 
 def temperature_nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
@@ -86,7 +103,9 @@ def fit_temperature(
     res = minimize_scalar(objective, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": xatol})
     log_t = float(res.x)
     # Brent never evaluates the end points exactly; compare with them so a boundary optimum is returned as such.
-    candidates = [(objective(log_t), log_t), (objective(math.log(lo)), math.log(lo)), (objective(math.log(hi)), math.log(hi))]
+    # The end points come first: on a tie (an NLL that underflows to 0 on a flat stretch) the bound wins, so
+    # a degenerate fit is reported at its bound instead of at an arbitrary interior point.
+    candidates = [(objective(math.log(lo)), math.log(lo)), (objective(math.log(hi)), math.log(hi)), (objective(log_t), log_t)]
     best = min(candidates, key=lambda c: c[0])[1]
     return float(np.clip(math.exp(best), lo, hi))
 
@@ -123,9 +142,18 @@ class TemperatureScaling:
 
         Returns:
             self, with ``temperature_`` set.
+
+        Raises:
+            ValueError: fewer than 2 samples (one sample drives T to a bound), probabilities passed as
+                logits (also rounded, float16 or in percent), NaN/inf, label mismatch.
+
+        Warns:
+            UserWarning: the fitted temperature is at an end of ``bounds``.
         """
         z = check_logits(logits, "logits")
+        check_min_samples(z.shape[0], 2, "logits", "fitting a temperature")
         self.temperature_ = fit_temperature(z, labels, bounds=self.bounds)
+        warn_if_at_bound(self.temperature_, self.bounds)
         self.n_classes_ = int(z.shape[1])
         return self
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .._validation import check_labels, check_probs
+from .._validation import check_labels, check_probs, check_tensor
 from ._meta import METRICS, metric
 
 __all__ = ["accuracy", "calibration_table", "localization_table"]
@@ -17,10 +17,16 @@ CALIBRATION_DEFAULT = ("accuracy", "ece", "classwise_ece", "nll", "brier")
 
 @metric(higher_is_better=True, category="accuracy")
 def accuracy(probs: Any, labels: Any) -> float:
-    """Top-1 accuracy of probabilities or logits (N, K) against labels (N,), in [0, 1]."""
+    """Top-1 accuracy of probabilities or logits (N, K) against labels (N,), in [0, 1].
+
+    Raises:
+        ValueError: not a non-empty (N, K) array, NaN / inf entries (their argmax means nothing), or a
+            label count / range mismatch.
+    """
     p = torch.as_tensor(probs)
     if p.ndim != 2 or p.numel() == 0:
         raise ValueError(f"`probs` must be a non-empty (N, K) tensor, got shape {tuple(p.shape)}")
+    p = check_tensor(p, "probs", ndim=2, dtype=None)
     y = check_labels(labels, "labels", n_classes=p.shape[1], n=p.shape[0])
     return float((p.argmax(1) == y.to(p.device)).float().mean())
 
