@@ -353,3 +353,30 @@ def test_saliency_report_views_and_bad_input(toy):
         saliency_report(models, x, {"grad": {"method": "saliency"}}, own_view=False)
     with pytest.raises(TypeError, match="`evaluator`"):
         saliency_report(models, x, {"grad": {"method": "saliency"}}, evaluator="uncalibrated")
+
+
+def test_otsu_binarize_and_deletion_stages(toy):
+    from xcal_core.explainers.saliency import blur_fixed_kernel
+    from xcal_core.metrics import deletion_stages, otsu_binarize
+
+    half = torch.zeros(2, 6, 9)
+    half[:, :, :4] = 1.0
+    half[1] = 0.3  # constant: no foreground
+    b = otsu_binarize(half)
+    assert b.dtype == torch.bool and b[0, :, :4].all() and not b[0, :, 4:].any() and not b[1].any()
+    model, x, region = toy
+    maps = region.expand(6, H, H) + 0.01 * torch.arange(H * H).view(H, H) / (H * H)
+    st = deletion_stages(x, maps, torch.tensor([0.0, 25 / (H * H), 1.0]), kernel_size=5)
+    assert st.shape == (3, 6, 3, H, H)
+    assert torch.equal(st[0], x)  # nothing deleted
+    blurred = blur_fixed_kernel(x, 5, 10.0)
+    assert torch.allclose(st[2], blurred)  # everything deleted
+    changed = (st[1] != x).any(1)  # the 25 region pixels (the map's top 25) took the blurred values
+    assert torch.equal(changed[0], region.bool())
+    # the stage the deletion curve scores gives the curve's value at that point
+    curves, fr = deletion_curves(model, x, maps, 0, kernel_size=5, step=25, normalize=False)
+    with torch.no_grad():
+        p = torch.softmax(model(st[1]), 1)[:, 0]
+    assert torch.allclose(curves[:, 1], p, atol=1e-6)
+    with pytest.raises(ValueError, match="`fractions`"):
+        deletion_stages(x, maps, torch.tensor([1.5]))

@@ -57,6 +57,8 @@ __all__ = [
     "random_deletion_curves",
     "btr",
     "otsu_tv",
+    "otsu_binarize",
+    "deletion_stages",
     "local_lipschitz",
     "SaliencyReport",
     "saliency_report",
@@ -497,20 +499,75 @@ def otsu_tv(maps: Any, form: str = "code") -> torch.Tensor:
     Returns:
         float32 (N,) TV values; a constant map (nothing to binarize) gives 0.
     """
-    from skimage.filters import threshold_otsu
-
-    m = _maps(maps, "maps")
     check_choice(form, "form", ("code", "plain"))
-    m = normalize_attributions(m, "minmax").detach().cpu().double().numpy()
-    out = np.zeros(m.shape[0])
-    for i, s in enumerate(m):  # Otsu thresholds per map (a histogram each), no perturbation involved
-        if s.max() <= s.min():
-            continue
-        b = (s > threshold_otsu(s)).astype(np.float64)
+    bins = otsu_binarize(maps).double().numpy()
+    out = np.zeros(bins.shape[0])
+    for i, b in enumerate(bins):
         dr = np.abs(np.diff(b, axis=0)).mean() if b.shape[0] > 1 else 0.0
         dc = np.abs(np.diff(b, axis=1)).mean() if b.shape[1] > 1 else 0.0
         out[i] = dr**3 + dc**3 if form == "code" else dr + dc
     return torch.from_numpy(out).float()
+
+
+def otsu_binarize(maps: Any) -> torch.Tensor:
+    """The Otsu binarization of each saliency map (the foreground :func:`otsu_tv` measures).
+
+    ``B = 1[S > threshold_otsu(S)]`` on the min-max normalized map (scikit-image's threshold, one
+    histogram per map); a constant map has no foreground.
+
+    Args:
+        maps: float (N, H, W) saliency maps (or (N, 1, H, W), or one (H, W) map).
+
+    Returns:
+        bool (N, H, W) on the CPU.
+
+    References:
+        Otsu. A threshold selection method from gray-level histograms. IEEE TSMC 1979.
+    """
+    from skimage.filters import threshold_otsu
+
+    m = _maps(maps, "maps")
+    m = normalize_attributions(m, "minmax").detach().cpu().double().numpy()
+    out = np.zeros(m.shape, dtype=bool)
+    for i, s in enumerate(m):  # Otsu thresholds per map (a histogram each), no perturbation involved
+        if s.max() > s.min():
+            out[i] = s > threshold_otsu(s)
+    return torch.from_numpy(out)
+
+
+def deletion_stages(x: Any, maps: Any, fractions: Any, *, kernel_size: int = 11, sigma: float = 10.0) -> torch.Tensor:
+    """The images a deletion curve scores at given fractions of deleted pixels (for showing the protocol).
+
+    The top ``round(f H W)`` pixels of each map (descending, ties by index, as :func:`deletion_curves`
+    ranks them) take their values from ``blur_fixed_kernel(x, kernel_size, sigma)``.
+
+    Args:
+        x: float32 (N, C, H, W) images in [0, 1].
+        maps: (N, H, W) saliency maps.
+        fractions: (F,) fractions in [0, 1].
+        kernel_size, sigma: the replacement blur of :func:`deletion_curves`.
+
+    Returns:
+        float32 (F, N, C, H, W) images.
+    """
+    x = check_tensor(x, "x", ndim=4)
+    m = _maps(maps, "maps")
+    if m.shape[0] != x.shape[0] or tuple(m.shape[1:]) != tuple(x.shape[2:]):
+        raise ValueError(f"`maps` must have shape {(x.shape[0], *x.shape[2:])}, got {tuple(m.shape)}")
+    fr = check_tensor(fractions, "fractions", ndim=1).double()
+    if bool((fr < 0).any()) or bool((fr > 1).any()):
+        raise ValueError("`fractions` must lie in [0, 1]")
+    n, c, h, w = x.shape
+    blurred = blur_fixed_kernel(x, kernel_size, sigma)
+    order = torch.argsort(m.reshape(n, -1).to(x.device), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=x.device).expand(n, -1))
+    counts = torch.round(fr * h * w).long().to(x.device)
+    out = []
+    for k in counts:  # a handful of fractions for display
+        gone = (rank < k).view(n, 1, h, w)
+        out.append(torch.where(gone, blurred, x))
+    return torch.stack(out).float()
 
 
 @metric(higher_is_better=False, category="robustness")
