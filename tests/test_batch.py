@@ -7,6 +7,7 @@ import time
 
 import nbformat
 import pandas as pd
+import yaml
 import pytest
 
 from xcal_core.batch import RunSpec, load_sweep, plan_runs, run_batch, summary_table
@@ -159,3 +160,205 @@ def test_report_notebooks_run_after_every_other_run(nbdir, tmp_path):
     assert [r.status for r in res] == ["completed"] * 3
     metrics = pd.read_csv(report[0].run_dir / "metrics.csv")
     assert metrics.set_index("metric").loc["runs_done_before", "value"] == 2.0
+
+
+# ---------------------------------------------------------------------------------------------
+# results are never lost; interrupted and concurrent batches (issue 21)
+# ---------------------------------------------------------------------------------------------
+import os  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+
+from xcal_core.batch import BatchInterrupted, yaml_load  # noqa: E402,F401
+from xcal_core.params import load_schema  # noqa: E402
+from xcal_core.report import copy_reference_runs  # noqa: E402
+from xcal_core.runs import load_runs, read_manifest, recover_run_dir, update_manifest, write_metrics  # noqa: E402
+
+BARE = 'PROFILE: str = "workshop"  # profile\nSEED: int = 0  # seed'
+SLOW = ('from xcal_core.params import start_run\nrun = start_run("00_quickstart", globals())\nimport time\n'
+        'for _ in range(1200):\n    time.sleep(0.1)\nrun.finish()')
+
+
+def _wait_for(pred, limit=120.0, step=0.2):
+    t0 = time.time()
+    while time.time() - t0 < limit:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def _attempt_running(out):
+    ms = list(Path(out).rglob(".*attempt-*/manifest.json"))
+    return bool(ms) and (read_manifest(ms[0].parent) or {}).get("status") == "running"
+
+
+from pathlib import Path  # noqa: E402
+
+
+@pytest.mark.notebook
+def test_a_failed_rerun_keeps_the_completed_result(nbdir, tmp_path):
+    schema = load_schema("00_quickstart")
+    # an explicit value equal to the schema default wins over the smoke preset (item 9), in the kernel too
+    name = next(k for k, v in schema.profiles["smoke"].items() if v != schema.by_name[k].default and schema.by_name[k].type is int)
+    default = schema.by_name[name].default
+    _nb(nbdir / "00_quickstart.ipynb", OK, params=BARE)
+    spec = plan_runs(nbdir, tmp_path / "out", profile="smoke", parameters={"SEED": 5, name: default})[0]
+    assert spec.run_dir != plan_runs(nbdir, tmp_path / "out", profile="smoke", parameters={"SEED": 5})[0].run_dir
+    assert run_batch([spec], progress=lambda s: None)[0].status == "completed"
+    assert yaml.safe_load((spec.run_dir / "params.yaml").read_text())[name] == default
+    before = {f: (spec.run_dir / f).read_bytes() for f in ("executed.ipynb", "metrics.csv", "claims.csv", "params.yaml")}
+    assert b".attempt-" not in before["executed.ipynb"] and str(spec.run_dir).encode() in before["params.yaml"]
+    _nb(nbdir / "00_quickstart.ipynb", 'raise RuntimeError("boom in the rerun")', params=BARE)
+    res = run_batch([spec], resume=False, progress=lambda s: None)[0]
+    assert res.status == "failed" and "boom in the rerun" in res.error and "previous completed result is kept" in res.note
+    m = read_manifest(spec.run_dir)
+    assert m["status"] == "completed" and m["error"] is None
+    assert {f: (spec.run_dir / f).read_bytes() for f in before} == before
+    (failed,) = m["failed_attempts"]
+    assert failed["status"] == "failed" and "boom" in failed["error"]
+    assert read_manifest(spec.run_dir / failed["folder"])["status"] == "failed"
+    assert len(load_runs(spec.run_dir)) == 1 and len(load_runs(tmp_path / "out")) == 1  # hidden attempts not read
+    assert len(load_runs(tmp_path / "out", table="manifest", status=None)) == 1
+    assert not [p for p in spec.run_dir.parent.iterdir() if ".attempt-" in p.name]  # no staging folder left
+    (ref,) = copy_reference_runs([spec.run_dir], tmp_path / "ref")
+    assert not (ref / ".attempts").exists() and (ref / "metrics.csv").exists()
+
+
+def test_device_kind_is_part_of_the_run_identity(nbdir, tmp_path):
+    auto, cpu, cuda, cuda7 = (plan_runs(nbdir, tmp_path / "out", profile="smoke", parameters=p)[0].run_dir
+                              for p in ({}, {"DEVICE": "cpu"}, {"DEVICE": "cuda"}, {"DEVICE": "cuda:7"}))
+    assert len({auto, cpu, cuda}) == 3 and cuda == cuda7
+    # an 'auto' run completed on another device than 'auto' means here is reused, and says so
+    import torch
+
+    other = "cpu" if torch.cuda.is_available() else "cuda"
+    spec = plan_runs(nbdir, tmp_path / "out", profile="smoke")[0]
+    spec.run_dir.mkdir(parents=True)
+    update_manifest(spec.run_dir, status="completed", device=other, minutes=0.1)
+    (r,) = run_batch([spec], progress=lambda s: None)
+    assert r.status == "skipped" and f"reused the result computed on {other}" in r.note
+
+
+def test_stale_attempts_and_running_manifests_are_recognised(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = tmp_path / "g" / "00_quickstart__abc"
+    run_dir.mkdir(parents=True)
+    update_manifest(run_dir, status="running", pid=dead.pid, host=__import__("socket").gethostname())
+    stage = tmp_path / "g" / ".00_quickstart__abc.attempt-20250101T000000000000-1"
+    stage.mkdir()
+    update_manifest(stage, status="running", pid=dead.pid, host=__import__("socket").gethostname())
+    notes = recover_run_dir(run_dir)
+    assert any("died while running" in n for n in notes)
+    m = read_manifest(run_dir)
+    assert m["status"] == "interrupted" and f"pid {dead.pid}" in m["error"]  # the stale attempt took its place
+    assert not stage.exists()
+
+
+def _concurrent_writer(d, n):
+    return [sys.executable, "-c",
+            "import sys; from pathlib import Path; from xcal_core.runs import update_manifest, write_metrics\n"
+            "d = Path(sys.argv[1]); row = [dict(experiment='e', dataset='d', model='m', method='x', metric='v', "
+            "value=1.0, seed=0, higher_is_better=True)]\nerrors = 0\n"
+            "for i in range(int(sys.argv[2])):\n    try:\n        update_manifest(d, i=i); write_metrics(row, d)\n"
+            "    except OSError:\n        errors += 1\nprint(errors)", str(d), str(n)]
+
+
+def test_concurrent_writers_of_one_folder_never_collide(tmp_path):
+    procs = [subprocess.Popen(_concurrent_writer(tmp_path, 150), stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outs == ["0", "0"]
+    assert read_manifest(tmp_path)["i"] == 149 and not list(tmp_path.glob("*.tmp"))
+
+
+COUNTED = ('from xcal_core.params import start_run\nrun = start_run("00_quickstart", globals())\nimport os, time\n'
+           'open(os.environ["XCAL_TEST_COUNT"], "a").write(f"{os.getpid()}\\n")\ntime.sleep(2)\nrun.finish()')
+
+
+@pytest.mark.notebook
+def test_two_batches_on_one_folder_run_the_notebook_once(nbdir, tmp_path):
+    _nb(nbdir / "00_quickstart.ipynb", COUNTED, params=BARE)
+    cmd = [sys.executable, "-m", "xcal_core.run", "--profile", "smoke", "--notebooks", "00", "--out", str(tmp_path / "out"),
+           "--notebook-dir", str(nbdir)]
+    env = dict(os.environ, XCAL_TEST_COUNT=str(tmp_path / "count.txt"))
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len((tmp_path / "count.txt").read_text().split()) == 1  # executed once, not twice at the same time
+    assert sorted("completed" in o.split("Scoreboard")[0].splitlines()[-2] or "skipped" in o for o in outs) == [True, True]
+    assert sum(": skipped" in o for o in outs) == 1 and sum(": completed" in o for o in outs) == 1
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_runner_killed_or_terminated_takes_its_workers_along(nbdir, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    _nb(nbdir / "00_quickstart.ipynb", SLOW, params=BARE)
+    runners = {}
+    for sig in ("SIGTERM", "SIGKILL"):
+        cmd = [sys.executable, "-m", "xcal_core.run", "--profile", "smoke", "--notebooks", "00",
+               "--out", str(tmp_path / sig), "--notebook-dir", str(nbdir)]
+        runners[sig] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: all(_attempt_running(tmp_path / s) for s in runners), limit=240)
+    kids = {s: psutil.Process(p.pid).children(recursive=True) for s, p in runners.items()}
+    assert all(len(k) >= 2 for k in kids.values())  # the worker and its kernel
+    for s, p in runners.items():
+        os.kill(p.pid, getattr(signal, s))
+    out, err = runners["SIGTERM"].communicate(timeout=120)
+    assert runners["SIGTERM"].returncode == 143 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted by SIGTERM: 0 completed, 0 skipped, 0 failed, 1 interrupted")
+    runners["SIGKILL"].wait()
+
+    def gone(procs):
+        return all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs)
+
+    assert _wait_for(lambda: gone(kids["SIGTERM"] + kids["SIGKILL"]), limit=60), "a worker or kernel outlived its runner"
+    spec = plan_runs(nbdir, tmp_path / "SIGKILL", profile="smoke")[0]
+    assert _wait_for(lambda: (read_manifest(spec.run_dir) or {}).get("status") == "interrupted", limit=30)
+    _nb(nbdir / "00_quickstart.ipynb", OK, params=BARE)  # the interrupted batch resumes
+    assert run_batch([spec], progress=lambda s: None)[0].status == "completed"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+def test_dask_gives_up_when_every_worker_is_lost(nbdir, tmp_path):
+    from distributed import LocalCluster
+
+    _nb(nbdir / "00_quickstart.ipynb", SLOW, params=BARE)
+    specs = plan_runs(nbdir, tmp_path / "out", profile="smoke")
+    lines = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        def lose_every_worker():
+            if _wait_for(lambda: _attempt_running(tmp_path / "out"), limit=240):
+                cluster.scale(0)
+
+        threading.Thread(target=lose_every_worker, daemon=True).start()
+        t0 = time.time()
+        res = run_batch(specs, executor="dask", scheduler=cluster.scheduler_address, lost_workers_timeout=3,
+                        progress=lines.append)
+    assert time.time() - t0 < 200
+    assert [r.status for r in res] == ["not_run"] and "no worker for 3 s" in res[0].error
+    assert any(ln.startswith("0 workers, 1 runs waiting") for ln in lines)
+    assert read_manifest(specs[0].run_dir)["status"] == "not_run"
+
+
+def test_cli_parameters_are_never_dropped(nbdir, tmp_path, capsys):
+    from xcal_core.run import main
+
+    base = ["--profile", "smoke", "--notebooks", "00", "--notebook-dir", str(nbdir), "--out", str(tmp_path), "--dry-run"]
+    assert main(base + ["-p", "n_explain", "3"]) == 2
+    assert "'n_explain' (did you mean 'N_EXPLAIN'?)" in capsys.readouterr().err
+    float_nb, float_name = next((nb, p.name) for nb in ("00_quickstart", "01_calibration_under_perturbations",
+                                                        "02_calibrate_to_interpret") for p in load_schema(nb).params
+                                if p.type is float and (p.low or 0) <= 1e-3 <= (p.high or 1e9))
+    _nb(nbdir / f"{float_nb}.ipynb", OK)
+    argv = ["--profile", "smoke", "--notebooks", float_nb[:2], "--notebook-dir", str(nbdir), "--out", str(tmp_path), "--dry-run"]
+    assert main(argv + ["-p", float_name, "1e-3"]) == 0
+    assert f"'{float_name}': 0.001" in capsys.readouterr().out
+    plain = main(base) == 0 and capsys.readouterr().out
+    schema = load_schema("00_quickstart")
+    name = next(k for k, v in schema.profiles["smoke"].items() if v != schema.by_name[k].default)
+    assert main(base + ["-p", name, str(schema.by_name[name].default)]) == 0
+    explicit = capsys.readouterr().out
+    assert explicit.split("->")[1] != plain.split("->")[1]  # its own folder: the default value, not the preset

@@ -2,19 +2,19 @@
 
 Executes the numbered notebooks through papermill, one run directory each, skipping runs already
 completed with identical parameters, and prints a progress line per notebook and a summary table.
-Exit status 1 when any run failed (the others still ran).
+Exit status 1 when any run failed (the others still ran). SIGTERM / SIGINT stop the workers and end
+with a one-line summary (exit status 143 / 130); running the same command again resumes the batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-import yaml
-
 from .params import PROFILES, repo_root
-from .batch import EXECUTORS, plan_runs, run_batch, summary_table
+from .batch import EXECUTORS, BatchInterrupted, _raise_on_signal, plan_runs, run_batch, summary_table, yaml_load
 from .report import copy_reference_runs, format_scoreboard, scoreboard
 from .runs import load_runs
 
@@ -22,7 +22,7 @@ from .runs import load_runs
 def _parse_param(items: list[list[str]] | None) -> dict:
     out = {}
     for name, value in items or []:
-        out[name] = yaml.safe_load(value)
+        out[name] = yaml_load(value)  # YAML 1.2 floats: "1e-3" is 0.001
     return out
 
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executor", default="local", choices=EXECUTORS, help="local processes or a Dask cluster")
     ap.add_argument("--workers", type=int, default=1, help="runs at a time (local) / LocalCluster workers (dask)")
     ap.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (with --executor dask)")
+    ap.add_argument("--lost-workers-timeout", type=float, default=300.0, metavar="SECONDS",
+                    help="dask: give up the waiting runs after this long without any worker (default 300)")
     ap.add_argument("--reference", default=None, help="copy the completed runs here afterwards (replacing it), e.g. papermill_runs/reference")
     ap.add_argument("--dry-run", action="store_true", help="only list the planned runs")
     a = ap.parse_args(argv)
@@ -58,12 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         for s in specs:
             print(f"{s.notebook_id}  {s.params}  -> {s.run_dir}")
         return 0
+    previous = signal.signal(signal.SIGTERM, _raise_on_signal)  # SIGTERM ends like Ctrl-C: workers stopped, summary
     try:
         results = run_batch(specs, executor=a.executor, workers=a.workers, kernel_name=a.kernel, resume=not a.no_resume,
-                            timeout=a.timeout, scheduler=a.scheduler)
+                            timeout=a.timeout, scheduler=a.scheduler, lost_workers_timeout=a.lost_workers_timeout)
+    except BatchInterrupted as e:
+        print(e.summary, file=sys.stderr)
+        return 143 if e.signame == "SIGTERM" else 130
+    except KeyboardInterrupt as e:  # before any run started
+        print(f"interrupted by {getattr(e, 'signame', 'SIGINT')} before any run started", file=sys.stderr)
+        return 143 if getattr(e, "signame", "") == "SIGTERM" else 130
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     table = summary_table(results)
     print()
     print(table.drop(columns=["run_dir"]).to_string(index=False))

@@ -9,15 +9,32 @@ Layout (DESIGN.md)::
         figures/*.png   artifacts/ (git-ignored)
 
 Results are read back with :func:`load_runs`, never from executed notebooks.
+
+Safety of results (used by :mod:`xcal_core.batch`):
+
+* Every batch attempt runs in its own staging folder ``.<run>.attempt-<time>-<pid>`` beside the run
+  folder, and :func:`promote_attempt` moves it into place only when it completed, or when there was no
+  completed result to lose. A failed or interrupted rerun leaves the last completed result as it was
+  and is archived inside it under ``.attempts/`` (listed in the manifest's ``failed_attempts``).
+* :func:`run_lock` is an exclusive lock per run folder (``.<run>.lock`` beside it), held by the process
+  executing the run and released by the operating system when that process ends, however it ends.
+* Files are written to unique temporary names and renamed into place; :func:`update_manifest` is
+  serialised across processes.
+* Manifests record the ``pid`` and ``host`` of the process that wrote ``running``; :func:`is_stale`
+  tells a run whose process is gone. Hidden folders (names starting with ``.``) are never read as runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import re
+import shutil
+import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -46,6 +63,16 @@ __all__ = [
     "read_manifest",
     "load_runs",
     "update_manifest",
+    "run_lock",
+    "RunLockTimeout",
+    "lock_holder",
+    "lock_busy",
+    "new_attempt_dir",
+    "attempt_dirs",
+    "promote_attempt",
+    "recover_run_dir",
+    "is_stale",
+    "pid_alive",
 ]
 
 METRICS_COLUMNS = ("experiment", "dataset", "model", "method", "metric", "level", "setting", "seed", "value",
@@ -71,10 +98,67 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    if not _UMASK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _UMASK.append(mask)
+    return _UMASK[0]
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` on a unique temporary name beside ``path``, then rename it into place
+    (two writers never share a temporary file; a reader never sees a half-written file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def _write_json(path: Path, obj: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=_json_default)
+    _atomic_write(path, lambda t: t.write_text(text))
+
+
+try:  # POSIX
+    import fcntl as _fcntl
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None
+    import msvcrt as _msvcrt
+
+
+def _try_lock(f: Any) -> bool:
+    try:
+        if _fcntl is not None:
+            _fcntl.flock(f.fileno(), _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+        else:  # pragma: no cover
+            f.seek(0)
+            _msvcrt.locking(f.fileno(), _msvcrt.LK_NBLCK, 1)
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, poll: float = 0.01):
+    """A short exclusive lock on ``path`` (blocking), for read-modify-write of one file."""
+    with open(path, "a+") as f:
+        if _fcntl is not None:
+            _fcntl.flock(f.fileno(), _fcntl.LOCK_EX)  # blocking; released when the file is closed
+        else:  # pragma: no cover
+            while not _try_lock(f):
+                time.sleep(poll)
+        yield f
 
 
 def read_manifest(run_dir: str | Path) -> dict | None:
@@ -87,10 +171,209 @@ def read_manifest(run_dir: str | Path) -> dict | None:
 
 
 def update_manifest(run_dir: Path, **fields: Any) -> dict:
-    m = read_manifest(run_dir) or {}
-    m.update(fields)
-    _write_json(run_dir / "manifest.json", m)
+    """Merge ``fields`` into ``run_dir/manifest.json`` (atomic; serialised across processes)."""
+    run_dir = Path(run_dir)
+    with _file_lock(run_dir / ".manifest.lock"):
+        m = read_manifest(run_dir) or {}
+        m.update(fields)
+        _write_json(run_dir / "manifest.json", m)
     return m
+
+
+# --------------------------------------------------------------------------------------------
+# run-folder lock, staging folders, stale runs
+# --------------------------------------------------------------------------------------------
+class RunLockTimeout(TimeoutError):
+    """Another process held a run folder's lock for longer than the caller wanted to wait."""
+
+
+def _lock_path(run_dir: Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+def lock_holder(run_dir: str | Path) -> dict:
+    """What the last holder of a run folder's lock wrote (``pid``, ``host``, ``since``); {} if unknown."""
+    try:
+        return json.loads(_lock_path(Path(run_dir)).read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, timeout: float | None = None, on_wait: Any = None, poll: float = 0.5):
+    """Hold the exclusive lock of one run folder while executing it.
+
+    The lock is an OS file lock on ``.<run>.lock`` beside the folder (the folder itself is replaced
+    when an attempt is promoted), so it is released when its process ends, even by SIGKILL. A second
+    batch that reaches the same folder waits here; it never runs the same notebook at the same time.
+
+    Args:
+        run_dir: the run folder (its parent is created).
+        timeout: seconds to wait at most (None: wait as long as it takes).
+        on_wait: called once with :func:`lock_holder`'s dict when the lock is busy.
+        poll: seconds between attempts.
+
+    Raises:
+        RunLockTimeout: still busy after ``timeout`` seconds.
+    """
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    f = open(_lock_path(run_dir), "a+")
+    try:
+        t0, told = time.time(), False
+        while not _try_lock(f):
+            if not told and on_wait is not None:
+                on_wait(lock_holder(run_dir))
+                told = True
+            if timeout is not None and time.time() - t0 > timeout:
+                h = lock_holder(run_dir)
+                raise RunLockTimeout(f"{run_dir} is being run by pid {h.get('pid')} on {h.get('host')} "
+                                     f"(since {h.get('since')}); waited {timeout:.0f} s")
+            time.sleep(poll)
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}))
+        f.flush()
+        yield run_dir
+    finally:
+        f.close()
+
+
+def lock_busy(run_dir: str | Path) -> dict | None:
+    """None when nobody holds the run folder's lock, else :func:`lock_holder`'s dict (the lock is not taken)."""
+    path = _lock_path(Path(run_dir))
+    if not path.exists():
+        return None
+    with open(path, "a+") as f:
+        if _try_lock(f):
+            return None
+    return lock_holder(run_dir)
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:  # pragma: no cover - e.g. Windows for a dead pid
+        return False
+    return True
+
+
+def is_stale(manifest: Mapping[str, Any] | None) -> bool:
+    """True for a manifest left at ``running`` (or ``starting``) by a process of this host that is gone."""
+    if not manifest or manifest.get("status") not in ("running", "starting"):
+        return False
+    if manifest.get("host") not in (None, socket.gethostname()):
+        return False  # another machine's process: cannot tell from here
+    return not pid_alive(manifest.get("pid"))
+
+
+def new_attempt_dir(run_dir: str | Path) -> Path:
+    """A fresh, empty staging folder for one attempt at ``run_dir``: ``.<run>.attempt-<utc time>-<pid>``."""
+    run_dir = Path(run_dir)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    d = run_dir.parent / f".{run_dir.name}.attempt-{stamp}-{os.getpid()}"
+    d.mkdir(parents=True)
+    return d
+
+
+def attempt_dirs(run_dir: str | Path) -> list[Path]:
+    """Staging folders of ``run_dir`` left on disk (oldest first)."""
+    run_dir = Path(run_dir)
+    return sorted(p for p in run_dir.parent.glob(f".{run_dir.name}.attempt-*") if p.is_dir())
+
+
+def _relocate(folder: Path, old: Path, new: Path) -> None:
+    """Replace the path ``old`` by ``new`` in the text files of a promoted attempt (params.yaml's RUN_DIR,
+    the parameters and printed paths of executed.ipynb), so they name the folder the result lives in."""
+    pairs = [(str(old), str(new)), (json.dumps(str(old))[1:-1], json.dumps(str(new))[1:-1])]
+    for name in ("executed.ipynb", "params.yaml"):
+        f = folder / name
+        if not f.is_file():
+            continue
+        text = f.read_text(encoding="utf-8")
+        new_text = text
+        for a, b in pairs:
+            new_text = new_text.replace(a, b)
+        if new_text != text:
+            _atomic_write(f, lambda t, s=new_text: t.write_text(s, encoding="utf-8"))
+
+
+def promote_attempt(attempt: str | Path, run_dir: str | Path) -> str:
+    """Move a finished attempt into place, or keep the previous completed result (call under :func:`run_lock`).
+
+    The attempt replaces ``run_dir`` when it completed, or when ``run_dir`` holds no completed result.
+    Otherwise (a failed or interrupted rerun over a completed result) the completed result stays as it
+    was, and the attempt is archived in ``run_dir/.attempts/<attempt>`` and listed in the manifest's
+    ``failed_attempts``.
+
+    Returns:
+        ``"promoted"`` or ``"kept"`` (the previous completed result was kept).
+    """
+    attempt, run_dir = Path(attempt), Path(run_dir)
+    new = read_manifest(attempt) or {}
+    old = read_manifest(run_dir) if run_dir.exists() else None
+    if new.get("status") == "completed" or not old or old.get("status") != "completed":
+        _relocate(attempt, attempt.resolve(), run_dir.resolve())
+        update_manifest(attempt, attempt=int((old or {}).get("attempt") or 0) + 1)
+        trash = None
+        if run_dir.exists():
+            trash = run_dir.parent / f".{run_dir.name}.replaced-{attempt.name.rsplit('attempt-', 1)[-1]}"
+            os.replace(run_dir, trash)
+        os.replace(attempt, run_dir)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        return "promoted"
+    dst = run_dir / ".attempts" / attempt.name.rsplit("attempt-", 1)[-1]
+    dst.parent.mkdir(exist_ok=True)
+    os.replace(attempt, dst)
+    entry = {k: new.get(k) for k in ("status", "started", "finished", "minutes", "error", "device", "pid", "host")}
+    entry["folder"] = str(dst.relative_to(run_dir))
+    update_manifest(run_dir, failed_attempts=list(old.get("failed_attempts") or []) + [entry])
+    return "kept"
+
+
+def recover_run_dir(run_dir: str | Path) -> list[str]:
+    """Tidy a run folder after a crash (call under :func:`run_lock`); returns what was done, one line each.
+
+    * a promotion cut short between its two renames is finished (the previous folder is put back);
+    * staging folders of dead attempts are marked ``interrupted`` (their ``running`` manifest was stale)
+      and promoted or archived like any finished attempt, so nothing they hold is lost;
+    * a ``running`` manifest in the run folder itself whose process is gone is marked ``interrupted``.
+    """
+    run_dir = Path(run_dir)
+    notes = []
+    replaced = sorted(run_dir.parent.glob(f".{run_dir.name}.replaced-*"))
+    if replaced and not run_dir.exists():
+        os.replace(replaced[-1], run_dir)
+        notes.append(f"restored {run_dir.name} from an interrupted replacement")
+    for r in run_dir.parent.glob(f".{run_dir.name}.replaced-*"):
+        shutil.rmtree(r, ignore_errors=True)
+    for a in attempt_dirs(run_dir):
+        m = read_manifest(a) or {}
+        if m.get("status") in (None, "starting", "running"):
+            who = f"pid {m.get('pid')} on {m.get('host')}" if m.get("pid") else "a process"
+            update_manifest(a, status="interrupted", finished=m.get("finished") or _now(),
+                            error=m.get("error") or f"stale: {who} ended without finishing this attempt")
+            notes.append(f"an earlier attempt ({who}, started {m.get('started')}) died while running")
+        promote_attempt(a, run_dir)
+    m = read_manifest(run_dir)
+    if is_stale(m):
+        update_manifest(run_dir, status="interrupted", error=f"stale: pid {m.get('pid')} on {m.get('host')} "
+                        "ended without finishing this run")
+        notes.append(f"a stale running manifest (pid {m.get('pid')} on {m.get('host')}) was marked interrupted")
+    return notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,9 +585,7 @@ def write_metrics(rows: Any, run_dir: str | Path, default_seed: int | None = Non
     """Validate and write ``metrics.csv`` into ``run_dir`` (atomically); returns the path."""
     df = validate_metrics(rows, default_seed)
     path = Path(run_dir) / "metrics.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda t: df.to_csv(t, index=False))
     return path
 
 
@@ -312,9 +593,7 @@ def write_claims(rows: Any, run_dir: str | Path, default_paper: str | None = Non
     """Validate and write ``claims.csv`` into ``run_dir`` (atomically); returns the path."""
     df = validate_claims(rows, default_paper)
     path = Path(run_dir) / "claims.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda t: df.to_csv(t, index=False))
     return path
 
 
@@ -395,6 +674,8 @@ class Run:
                 "seed": self.seed,
                 "device": str(device),
                 "status": "running",
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "started": _now(),
                 "finished": None,
                 "minutes": None,
@@ -519,8 +800,9 @@ def _run_dirs(paths: Iterable[str | Path] | str | Path) -> list[Path]:
             raise FileNotFoundError(f"`paths`: {p} does not exist")
         if (p / "manifest.json").exists():
             dirs.append(p)
-        else:
-            dirs.extend(sorted(m.parent for m in p.rglob("manifest.json")))
+        else:  # staging folders and archived attempts are hidden (.name): never read as runs
+            dirs.extend(sorted(m.parent for m in p.rglob("manifest.json")
+                               if not any(part.startswith(".") for part in m.parent.relative_to(p).parts)))
     return dirs
 
 
