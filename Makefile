@@ -11,13 +11,14 @@ TORCH    ?= default
 PINS     := requirements.txt requirements-nodeps.txt pyproject.toml
 STAMP    := $(VENV)/.xcal-pins-$(shell cat $(PINS) | sha256sum | cut -c1-16)
 
-.PHONY: run test venv data kernel bench lab book clean-runs help
+.PHONY: run test venv data kernel bench lab book retrain clean-runs help
 
 help:
 	@echo "make run    execute notebooks/ in number order (PROFILE=$(PROFILE)) -> papermill_runs/$(PROFILE)/"
 	@echo "make test   run the whole test suite (unit tests + smoke execution of every notebook)"
 	@echo "make lab    start JupyterLab with the xcal kernel"
 	@echo "make bench  run the benchmarks in benchmarks/"
+	@echo "make retrain  train every workshop model again (ignoring checkpoints/) and ship the new checkpoints"
 	@echo "make book   render the reference run into a static web site in site/ (open site/index.html)"
 	@echo "make venv TORCH=cpu   the environment with PyTorch's CPU-only wheels (laptops without a GPU)"
 	@echo "make data   make sure the real Fashion-MNIST files are there (installs Debian's dataset-fashion-mnist as root)"
@@ -92,6 +93,16 @@ test: venv data
 
 bench: venv
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The shipped workshop checkpoints (checkpoints/) are what a full workshop run trains from an empty
+# cache; retrain reproduces them: a fresh cache, shipped checkpoints off, every notebook, then ship.
+RETRAIN_CACHE := .cache/retrain
+
+retrain: venv data
+	rm -rf $(RETRAIN_CACHE) papermill_runs/retrain
+	XCAL_SHIPPED_CHECKPOINTS=off XCAL_CACHE_DIR=$(CURDIR)/$(RETRAIN_CACHE) $(PY) -m xcal_core.run --profile workshop \
+	  --out papermill_runs/retrain
+	$(PY) -m xcal_core.checkpoints --ship-from $(RETRAIN_CACHE)
 
 # The reference run as a static site (git-ignored, built on demand). With Chromium installed
 # (Debian: apt-get install chromium), also a screenshot of the index, to see what a reader sees.
