@@ -203,3 +203,36 @@ def test_schema_choices_match_the_registries():
     assert sorted(_choices.MODELS) == sorted(available_models())
     named = {n for n in DATASETS if n not in ("openml", "standin")} | {f"standin:{n}" for n in STANDINS} | {"openml:*"}
     assert set(_choices.DATASETS) == named
+
+
+def test_parameters_cells_parse_cleanly_in_papermill():
+    """Issue 21 item 10: papermill reads every line of each parameters cell ('=' in a help comment made it
+    print 'Unable to parse line' and later 'Passed unknown parameter: RUN_DIR' on every run)."""
+    import ast
+    import logging
+    from pathlib import Path
+
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    class _Capture(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    cap = _Capture()
+    logger = logging.getLogger("papermill")
+    logger.addHandler(cap)
+    try:
+        for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+            nb = nbformat.read(path, as_version=4)
+            (cell,) = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+            cap.messages.clear()
+            parsed = [p.name for p in PythonTranslator.inspect(cell)]
+            assert not cap.messages, f"{path.name}: {cap.messages}"
+            assert parsed == [n.target.id for n in ast.parse(cell.source).body], path.name
+    finally:
+        logger.removeHandler(cap)
