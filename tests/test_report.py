@@ -130,3 +130,22 @@ def test_metric_summary_figure_never_mixes_datasets():
     assert list(ax.lines[0].get_xdata()) == [0.0, 0.5] and "a" in ax.get_title()
     fig, ax = plot_metric_summary(metric_summary(m), "ece", dataset="b")
     assert list(ax.lines[0].get_xdata()) == [0.1, 0.2]
+
+
+def test_write_scoreboard_summary_over_seeds(tmp_path):
+    from xcal_core.report import write_scoreboard_summary
+
+    for seed, v in ((0, "holds"), (1, "fails")):
+        d = tmp_path / "seeds" / f"01_x__{seed}"
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text(json.dumps({"notebook": "01_x", "profile": "workshop", "status": "completed",
+                                                     "seed": seed}))
+        pd.DataFrame([{"claim_id": "C1", "paper": "p", "statement": "s", "expected": "e", "observed": str(seed),
+                       "verdict": v, "reason": "" if v == "holds" else "r"},
+                      {"claim_id": "C2", "paper": "p", "statement": "s", "expected": "e", "observed": "o",
+                       "verdict": "inconclusive", "reason": "n = 6"}]).to_csv(d / "claims.csv", index=False)
+    board = write_scoreboard_summary(tmp_path / "seeds", tmp_path / "summary")
+    assert board.set_index("claim_id")["verdict"].to_dict() == {"C1": "mixed", "C2": "inconclusive"}
+    counts = pd.read_csv(tmp_path / "summary" / "verdicts.csv").iloc[0]
+    assert (counts["mixed"], counts["inconclusive"], counts["holds"]) == (1, 1, 0)
+    assert (tmp_path / "summary" / "scoreboard.png").stat().st_size > 1000

@@ -17,7 +17,7 @@ import pandas as pd
 from .params import repo_root
 from .runs import VERDICTS, _legacy_claims, claim_counts, format_claim_counts, load_runs, read_manifest
 
-__all__ = ["resolve_run_paths", "scoreboard_metrics", "scoreboard", "verdict_counts", "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs"]
+__all__ = ["resolve_run_paths", "scoreboard_metrics", "scoreboard", "verdict_counts", "write_scoreboard_summary", "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs"]
 
 
 def resolve_run_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -213,3 +213,33 @@ def copy_reference_runs(run_dirs: Iterable[str | Path], reference_dir: str | Pat
 def load_scoreboard(paths: Iterable[str | Path] | str | Path) -> pd.DataFrame:
     """Shortcut: ``scoreboard(load_runs(paths, table="claims"))``."""
     return scoreboard(load_runs(paths, table="claims"))
+
+
+def write_scoreboard_summary(paths: Iterable[str | Path] | str | Path, out_dir: str | Path) -> pd.DataFrame:
+    """Write the scoreboard of every claim across the runs under ``paths`` (e.g. the seeds sweep) to
+    ``out_dir``: ``scoreboard.csv`` (one row per claim: verdict counts over runs, the verdict over runs,
+    reasons), ``verdicts.csv`` (per notebook: claims that hold / fail / are inconclusive in every run,
+    and mixed ones) and ``scoreboard.png``. A claim whose verdict changes between runs is ``mixed``,
+    never reported as one run's verdict.
+
+    Returns:
+        The scoreboard.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from .viz.report import plot_scoreboard
+
+    board = scoreboard(load_runs(paths, table="claims"))
+    if board.empty:
+        raise ValueError(f"`paths`: no claims found under {paths}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    board.to_csv(out / "scoreboard.csv", index=False)
+    verdict_counts(board).to_csv(out / "verdicts.csv", index=False)
+    fig, _ = plot_scoreboard(board)
+    fig.savefig(out / "scoreboard.png", dpi=150, bbox_inches="tight", facecolor="white")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return board
