@@ -131,3 +131,28 @@ def test_metrics_setting_column_and_unique_keys(tmp_path):
     pd.DataFrame([{k: v for k, v in ROW.items()}]).to_csv(old / "metrics.csv", index=False)
     m = load_runs(old)
     assert list(m.columns[:10]) == list(METRICS_COLUMNS) and m["setting"].tolist() == [""]
+
+
+def test_an_interactive_rerun_never_destroys_a_completed_result(tmp_path):
+    """Issue 21: a notebook rerun in Jupyter over a completed result works beside it until run.finish()."""
+    from xcal_core.runs import read_manifest
+
+    d = tmp_path / "smoke" / "00_quickstart__x"
+
+    def row(v):
+        return [dict(experiment="e", dataset="d", model="m", method="x", metric="v", value=v, higher_is_better=True)]
+
+    first = start_run("00_quickstart", PROFILE="smoke", RUN_DIR=str(d), DEVICE="cpu")
+    first.log_metrics(row(1.0))
+    first.finish()
+    before = (d / "metrics.csv").read_bytes()
+    abandoned = start_run("00_quickstart", PROFILE="smoke", RUN_DIR=str(d), DEVICE="cpu")
+    assert abandoned.dir != d.resolve() and abandoned.dir.parent == d.parent.resolve() and abandoned.dir.name.startswith(".")
+    abandoned.log_metrics(row(2.0))  # ... and the notebook fails here, never reaching run.finish()
+    assert (d / "metrics.csv").read_bytes() == before and read_manifest(d)["status"] == "completed"
+    assert load_runs(tmp_path)["value"].tolist() == [1.0]  # the staging folder is not read as a run
+    third = start_run("00_quickstart", PROFILE="smoke", RUN_DIR=str(d), DEVICE="cpu")
+    third.log_metrics(row(3.0))
+    third.finish()
+    assert third.dir == d.resolve() and load_runs(d)["value"].tolist() == [3.0]
+    assert read_manifest(d)["attempt"] == 2

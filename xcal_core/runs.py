@@ -348,8 +348,9 @@ def recover_run_dir(run_dir: str | Path) -> list[str]:
     """Tidy a run folder after a crash (call under :func:`run_lock`); returns what was done, one line each.
 
     * a promotion cut short between its two renames is finished (the previous folder is put back);
-    * staging folders of dead attempts are marked ``interrupted`` (their ``running`` manifest was stale)
-      and promoted or archived like any finished attempt, so nothing they hold is lost;
+    * staging folders of dead attempts are marked ``interrupted`` (their ``running`` manifest was stale:
+      its pid is gone from this host, or it was written on another host) and promoted or archived like any
+      finished attempt, so nothing they hold is lost; an attempt whose process still runs is left alone;
     * a ``running`` manifest in the run folder itself whose process is gone is marked ``interrupted``.
     """
     run_dir = Path(run_dir)
@@ -363,6 +364,8 @@ def recover_run_dir(run_dir: str | Path) -> list[str]:
     for a in attempt_dirs(run_dir):
         m = read_manifest(a) or {}
         if m.get("status") in (None, "starting", "running"):
+            if m.get("host") == socket.gethostname() and pid_alive(m.get("pid")) and int(m["pid"]) != os.getpid():
+                continue  # its process still runs (e.g. a notebook open in Jupyter): not stale, left alone
             who = f"pid {m.get('pid')} on {m.get('host')}" if m.get("pid") else "a process"
             update_manifest(a, status="interrupted", finished=m.get("finished") or _now(),
                             error=m.get("error") or f"stale: {who} ended without finishing this attempt")
@@ -626,7 +629,10 @@ class Run:
     """One notebook execution: resolved parameters, device, random streams and the output writers.
 
     Created by :func:`xcal_core.params.start_run`. Metrics and claims are validated when logged and
-    rewritten to disk at each call, so a later failing cell loses nothing.
+    rewritten to disk at each call, so a later failing cell loses nothing. A run started outside the
+    batch runner over a completed result (a rerun in Jupyter) works in a staging folder beside it
+    (``run.dir``) that :meth:`finish` moves into place, so an abandoned or failing rerun never destroys
+    the completed result.
     """
 
     def __init__(self, schema: NotebookSchema, resolved: Mapping[str, Any], overrides: Sequence[str], run_dir: Path):
@@ -641,6 +647,7 @@ class Run:
         self._metrics = []
         self._claims = []
         self._t0 = time.time()
+        self._final = None  # the run folder this run replaces in finish(), when it works in a staging folder
 
     # construction -------------------------------------------------------------------------
     @classmethod
@@ -650,9 +657,15 @@ class Run:
         run_dir = Path(resolved["RUN_DIR"]) if resolved["RUN_DIR"] else root / "papermill_runs" / resolved["PROFILE"] / f"{schema.notebook_id}__{h}"
         device = resolve_device(resolved["DEVICE"])
         rng = seed_everything(resolved["SEED"])
+        final = None
+        if ".attempt-" not in run_dir.name and (read_manifest(run_dir) or {}).get("status") == "completed":
+            # a run outside the batch runner (Jupyter) over a completed result: work in a staging folder
+            # and put it in place only in finish(), so a failing or abandoned run never destroys the result
+            final, run_dir = run_dir, new_attempt_dir(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "figures").mkdir(exist_ok=True)
         self = cls(schema, resolved, overrides, run_dir.resolve())
+        self._final = final
         self.device = device
         self.rng = rng
         self.data_dir = Path(resolved["DATA_DIR"] or os.environ.get("XCAL_DATA_DIR") or root / "data").resolve()
@@ -781,6 +794,14 @@ class Run:
         fields = self._claim_fields()
         m = update_manifest(self.dir, status="completed", finished=_now(), minutes=round(minutes, 3),
                              n_metrics=len(self.metrics), **fields)
+        if self._final is not None:
+            try:
+                with run_lock(self._final, timeout=30):
+                    promote_attempt(self.dir, self._final)
+                self.dir, self._final = Path(self._final).resolve(), None
+                self.artifacts_dir = self.dir / "artifacts"
+            except RunLockTimeout as e:
+                print(f"{e}: this completed run stays in {self.dir}; the next batch over {self._final} puts it in place")
         print(f"{self.notebook_id}: {len(self.metrics)} metric rows, claims {format_claim_counts(fields)}, "
               f"{len(m.get('figures', []))} figures -> {self.dir}")
         print(env_line(m.get("env")))
