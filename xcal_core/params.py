@@ -301,7 +301,7 @@ def resolve_params(schema: NotebookSchema, values: Mapping[str, Any],
         schema: the notebook's schema.
         values: a namespace (e.g. the notebook's ``globals()``) or a plain dict of parameters.
             Of the names not listed in ``explicit``, only UPPER_SNAKE names with literal values are
-            considered; a literal whose name is a parameter's in another case (``n_epochs``) is an error.
+            considered (the notebook's own lower-case variables are not parameters).
         explicit: names given explicitly (papermill ``-p``, the batch runner's ``-p``, a sweep entry,
             keyword arguments). Each must be a parameter, whatever its spelling, and its value wins
             over the profile preset even when it equals the schema default.
@@ -320,9 +320,7 @@ def resolve_params(schema: NotebookSchema, values: Mapping[str, Any],
         if k not in values:
             raise ValueError(f"explicit parameter {k!r} has no value")
         given[k] = values[k]
-    misspelt = [k for k, v in values.items() if k not in given and isinstance(k, str) and not k.startswith("_")
-                and k.upper() in schema.by_name and (v is None or isinstance(v, (bool, int, float, str, list, tuple)))]
-    unknown = sorted(set(k for k in given if k not in schema.by_name) | set(misspelt), key=str)
+    unknown = sorted((k for k in given if k not in schema.by_name), key=str)
     if unknown:
         hints = []
         for u in unknown:
