@@ -168,6 +168,27 @@ CATALOGUE = {
                                {"lines:2", "log"}),
     "plot_saliency_comparison": (lambda: viz.plot_saliency_comparison(
         _images(4), {f"model {i}\nmethod {i}": torch.rand(4, H, W, generator=_gen(i)) for i in range(12)}, title="t"), {"map"}),
+    "plot_ssim_primer": (lambda: viz.plot_ssim_primer(torch.rand(H, W, generator=_gen()), torch.rand(H, W, generator=_gen(1)),
+                                                      0.4), {"map"}),
+    "plot_deletion_primer": (lambda: viz.plot_deletion_primer(
+        _images(3), [0.0, 0.1, 0.3], torch.linspace(1, 0, 11), torch.linspace(0, 0.99, 11), 0.5,
+        random_curve=torch.linspace(1, 0.4, 11), random_area=0.7), set()),
+    "plot_btr_primer": (lambda: viz.plot_btr_primer(torch.rand(50, generator=_gen()), torch.rand(50, generator=_gen(1))),
+                        set()),
+    "plot_otsu_tv_primer": (lambda: viz.plot_otsu_tv_primer(
+        {k: torch.rand(H, W, generator=_gen(i)) for i, k in enumerate(("smooth", "noisy"))},
+        {k: torch.rand(H, W, generator=_gen(i)) > 0.5 for i, k in enumerate(("smooth", "noisy"))},
+        {"smooth": 1e-4, "noisy": 2e-2}), {"map"}),
+    "plot_lipschitz_primer": (lambda: viz.plot_lipschitz_primer(_images(1)[0], _images(1)[0] + 0.01,
+                                                                torch.rand(H, W, generator=_gen()),
+                                                                torch.rand(H, W, generator=_gen(1)), 12.0), {"map"}),
+    "plot_maps_by_method": (lambda: viz.plot_maps_by_method(
+        _images(2), {m: {c: torch.rand(2, H, W, generator=_gen(i + j)) for j, c in enumerate(("uncalibrated", "ts", "dir"))}
+                     for i, m in enumerate(("sensitivity", "ig", "rise", "mp"))}, n_show=2), {"map"}),
+    "plot_temperature_views": (lambda: (lambda r: (r[0], r[1][0]))(viz.plot_temperature_views(pd.DataFrame(
+        {"temperature": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], "ece": [0.2, 0.12, 0.05, 0.02, 0.1, 0.3],
+         "inv_deletion_area": [0.4, 0.35, 0.3, 0.28, 0.3, 0.33], "deletion_area": [0.2, 0.25, 0.3, 0.35, 0.4, 0.45]}),
+        fitted=1.8)), {"lines:2", "log"}),  # the log-T panel
     "plot_metric_bars": (lambda: viz.plot_metric_bars({f"candidate_{i}": torch.rand(8, generator=_gen(i)) for i in range(40)}),
                          set()),
     "plot_weight_distributions": (lambda: viz.plot_weight_distributions(

@@ -12,4 +12,5 @@ from .uq import *  # noqa: F401,F403
 from .report import *  # noqa: F401,F403
 from .training import *  # noqa: F401,F403
 from .c2i import *  # noqa: F401,F403
+from .c2i_primer import *  # noqa: F401,F403
 from .aggregation import *  # noqa: F401,F403
