@@ -380,3 +380,20 @@ def test_otsu_binarize_and_deletion_stages(toy):
     assert torch.allclose(curves[:, 1], p, atol=1e-6)
     with pytest.raises(ValueError, match="`fractions`"):
         deletion_stages(x, maps, torch.tensor([1.5]))
+
+
+def test_saliency_report_on_shared_logits_is_unchanged_and_shares_forward_passes(toy):
+    from xcal_core.calibration import CalibratedModel, SharedLogits
+    from xcal_core.metrics import saliency_report
+
+    model, x, _ = toy
+    methods = {"rise": {"method": "rise", "n_masks": 32, "grid_size": 4}, "grad": {"method": "saliency"}}
+    kw = dict(segments=superpixels(x, 16, "grid"), n_orders=2, kernel_size=5, seed=3)
+    plain = saliency_report({"u": model, "t2": CalibratedModel(model, temperature=2.0)}, x, methods, evaluator=model, **kw)
+    shared = SharedLogits(model)
+    rep = saliency_report({"u": shared, "t2": CalibratedModel(shared, temperature=2.0)}, x, methods, evaluator=shared, **kw)
+    cols = ["deletion_area", "random_area", "inv_deletion_area", "inv_insertion_area", "ssim", "otsu_tv"]
+    a, b = plain.per_image[cols].to_numpy(), rep.per_image[cols].to_numpy()
+    assert np.allclose(a, b, atol=1e-6, equal_nan=True)
+    # the calibrated model's RISE masks, random orders and own-view curves were all seen by the network already
+    assert shared.hits > shared.misses / 2
