@@ -74,3 +74,80 @@ def test_temperature_sweep_planted_minimum_and_null():
         temperature_sweep_summary(temps, vals, fitted, factor=1.0)
     with pytest.raises(ValueError, match="`eces`"):
         temperature_sweep_summary(temps, vals, fitted, eces=[0.1, 0.2])
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def test_ece_verdict_pass_fail_and_no_power():
+    from xcal_core.metrics import ece_verdict
+
+    q = {"ece": 0.012, "ece_kde": 0.015}
+    v = ece_verdict({"ece": 0.10, "ece_kde": 0.08}, {"ece": 0.02, "ece_kde": 0.03}, q)
+    assert v.verdict == "holds" and "80 % cut" in v.observed
+    v = ece_verdict({"ece": 0.10, "ece_kde": 0.08}, {"ece": 0.02, "ece_kde": 0.06}, q)
+    assert v.verdict == "fails" and "ece_kde 25 %" in v.fail_reason
+    v = ece_verdict({"ece": 0.03, "ece_kde": 0.08}, {"ece": 0.01, "ece_kde": 0.02}, q)  # not over-confident
+    assert v.verdict == "inconclusive" and "ece 0.030" in v.inconclusive
+    v = ece_verdict({"ece": 0.06, "ece_kde": 0.08}, {"ece": 0.01, "ece_kde": 0.02}, {"ece": 0.07, "ece_kde": 0.01})
+    assert v.verdict == "inconclusive" and "q95 0.070" in v.inconclusive  # within the estimator's floor
+    with pytest.raises(ValueError, match="same estimators"):
+        ece_verdict({"ece": 0.1}, {"ece_kde": 0.1}, q)
+
+
+def test_paired_verdict_directions_and_power():
+    from xcal_core.metrics import paired_test, paired_verdict
+
+    g = np.random.default_rng(1)
+    a = g.random(100)
+    lower = paired_test(a - 0.1 - 0.01 * g.random(100), a, "less")
+    same = paired_test(a + 0.05, a, "less")  # higher everywhere: the "lower" alternative cannot hold
+    tiny = paired_test(np.r_[a[:5] - 0.1, a[5:]], a, "less")
+    assert paired_verdict({"mp": lower}).verdict == "holds"
+    v = paired_verdict({"mp": lower, "rise": same})
+    assert v.verdict == "fails" and "rise" in v.fail_reason and "mp" not in v.fail_reason
+    assert paired_verdict({"mp": lower, "x": tiny}).verdict == "inconclusive"
+    # "none": a neutrality claim fails when a case moves significantly in the harmful direction
+    worse = paired_test(a + 0.1, a, "greater")
+    assert paired_verdict({"ig": paired_test(a - 0.05, a, "greater")}, expect="none").verdict == "holds"
+    v = paired_verdict({"ig": worse}, expect="none")
+    assert v.verdict == "fails" and "ig" in v.fail_reason
+    with pytest.raises(ValueError, match="`expect`"):
+        paired_verdict({"mp": lower}, expect="some")
+
+
+def test_btr_verdict_all_but_one_and_power():
+    from xcal_core.metrics import btr_verdict
+
+    before = {"a": 0.5, "b": 0.6, "c": 0.7}
+    assert btr_verdict(before, {"a": 0.6, "b": 0.7, "c": 0.7}, {"a": 10, "b": 12, "c": 4}).verdict == "holds"
+    v = btr_verdict(before, {"a": 0.4, "b": 0.7, "c": 0.7}, {"a": 10, "b": 12, "c": 4})
+    assert v.verdict == "fails" and "2 of 3" in v.fail_reason
+    v = btr_verdict(before, {"a": 0.51, "b": 0.61, "c": 0.71}, {"a": 1, "b": 1, "c": 1})
+    assert v.verdict == "inconclusive" and "only 3 images" in v.inconclusive
+    with pytest.raises(ValueError, match="same cases"):
+        btr_verdict(before, {"a": 0.1}, {"a": 1})
+
+
+def test_ratio_and_sweep_verdicts():
+    from xcal_core.metrics import ratio_verdict
+
+    g = np.random.default_rng(2)
+    before = g.random(60) + 0.1
+    assert ratio_verdict({"mp": ratio_test(0.2 * before, before)}).verdict == "holds"
+    v = ratio_verdict({"mp": ratio_test(0.8 * before, before)})
+    assert v.verdict == "fails" and "0.8" in v.fail_reason
+    assert ratio_verdict({"mp": ratio_test(np.r_[0.1 * before[:5], before[5:]], before)}).verdict == "inconclusive"
+
+    from xcal_core.metrics import sweep_verdict
+
+    temps = [0.5, 1.0, 2.0, 4.0, 8.0]
+    base = np.array([(math.log(t) - math.log(2.0)) ** 2 for t in temps])
+    vals = 0.3 + 0.05 * base[:, None] + 0.005 * g.standard_normal((5, 80))
+    eces = 0.02 + 0.1 * np.abs(np.log(np.array(temps) / 2.0))
+    assert sweep_verdict(temperature_sweep_summary(temps, vals, 2.1, eces=eces)).verdict == "holds"
+    v = sweep_verdict(temperature_sweep_summary(temps, vals, 6.5, eces=eces))
+    assert v.verdict == "fails" and "3.2x" in v.fail_reason
+    flat = np.tile(0.3 + 0.05 * g.random(80), (5, 1)) + 1e-5 * g.standard_normal((5, 80))
+    v = sweep_verdict(temperature_sweep_summary(temps, flat, 2.1, eces=eces))
+    assert v.verdict == "inconclusive" and "Friedman" in v.inconclusive

@@ -8,6 +8,9 @@
 * :func:`temperature_sweep_summary`: where a metric is lowest over a grid of fixed temperatures, whether
   that is near the fitted temperature, whether the metric depends on the temperature at all (Friedman
   test over the same images), and its rank correlation with the ECE.
+* :class:`Verdict` and the ``*_verdict`` functions: each claim's criterion as strong as the paper's
+  statement, with the reason it fails and the reason it has no power (too few informative pairs, no
+  over-confidence to fix, a metric that does not depend on the temperature).
 
 References:
     Scafarto, Posocco, Bonnefoy. Calibrate to Interpret. ECML-PKDD workshops 2022 (sections 4.4-4.6).
@@ -32,6 +35,12 @@ __all__ = [
     "count_improved",
     "SweepSummary",
     "temperature_sweep_summary",
+    "Verdict",
+    "ece_verdict",
+    "paired_verdict",
+    "btr_verdict",
+    "ratio_verdict",
+    "sweep_verdict",
 ]
 
 CONTROL_BAND: tuple[float, float] = (0.9, 1.1)
@@ -233,3 +242,173 @@ def temperature_sweep_summary(
             res = stats.spearmanr(mean, e)
             rho, rho_p = float(res.statistic), float(res.pvalue)
     return SweepSummary(t, mean, t_best, fitted, factor, bool(near), fp, rho, rho_p, int(v.shape[1]))
+
+
+# ------------------------------------------------------------------------------------------ verdicts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim's test result, ready for ``run.claim(..., observed, **judge(passed, fail_reason, inconclusive))``.
+
+    Attributes:
+        passed: the criterion held.
+        observed: what was measured, in one line (numbers of this run).
+        fail_reason: why it failed (used when ``passed`` is False).
+        inconclusive: why the test has no power here (None when it has).
+    """
+
+    passed: bool
+    observed: str
+    fail_reason: str
+    inconclusive: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """``"holds"``, ``"fails"`` or ``"inconclusive"``."""
+        return "inconclusive" if self.inconclusive else ("holds" if self.passed else "fails")
+
+
+def ece_verdict(before: dict, after: dict, floor_q95: dict, min_ece: float = 0.05, min_cut: float = 0.5) -> Verdict:
+    """Calibration cuts the ECE of an over-confident model by at least ``min_cut``, under every estimator.
+
+    The test needs a model to calibrate: every uncalibrated ECE at least ``min_ece`` and above its floor
+    under perfect calibration (``floor_q95``, the 95th percentile); otherwise it is inconclusive.
+
+    Args:
+        before, after: ``{estimator: ECE}`` uncalibrated / calibrated, the same estimators.
+        floor_q95: ``{estimator: 95th percentile of the floor}`` of the uncalibrated model.
+        min_ece: the smallest uncalibrated ECE that counts as over-confident (C2I spec: 0.05).
+        min_cut: the smallest relative reduction (C2I spec: 0.5; the paper reports 60-85 %).
+
+    Returns:
+        :class:`Verdict`.
+    """
+    if not before or set(before) != set(after) or not set(before) <= set(floor_q95):
+        raise ValueError("`before`, `after` and `floor_q95` must cover the same estimators")
+    cut = {k: 1 - after[k] / before[k] if before[k] > 0 else 0.0 for k in before}
+    observed = "; ".join(f"{k}: {before[k]:.3f} -> {after[k]:.3f} ({100 * cut[k]:.0f} % cut; floor q95 "
+                         f"{floor_q95[k]:.3f})" for k in before)
+    weak = [k for k in before if before[k] < min_ece or before[k] <= floor_q95[k]]
+    no_power = None
+    if weak:
+        no_power = ("nothing to calibrate: the uncalibrated " + ", ".join(
+            f"{k} {before[k]:.3f}" for k in weak) + f" is below {min_ece} or within the floor of a perfectly "
+            "calibrated model (" + ", ".join(f"q95 {floor_q95[k]:.3f}" for k in weak) + ")")
+    short = [k for k in before if cut[k] < min_cut]
+    fail = ("the reduction is below " + f"{100 * min_cut:.0f} %: " +
+            ", ".join(f"{k} {100 * cut[k]:.0f} % ({before[k]:.3f} -> {after[k]:.3f})" for k in short)) if short else ""
+    return Verdict(not short, observed, fail, no_power)
+
+
+def paired_verdict(tests: dict, alpha: float = 0.05, expect: str = "significant") -> Verdict:
+    """All paired tests significant (``expect="significant"``) or none (``expect="none"``, e.g. "neutral").
+
+    Args:
+        tests: ``{case label: PairedTest}`` (:func:`xcal_core.metrics.paired_test`).
+        alpha: significance level.
+        expect: ``"significant"``: the claim needs every alternative to hold; ``"none"``: the claim is
+            that no case moves in the tested (harmful) direction.
+
+    Returns:
+        :class:`Verdict`; inconclusive when a test has fewer than 10 informative pairs.
+    """
+    if not tests:
+        raise ValueError("`tests` must hold at least one PairedTest")
+    if expect not in ("significant", "none"):
+        raise ValueError(f"`expect` must be 'significant' or 'none', got {expect!r}")
+    observed = "; ".join(f"{k}: median {t.median_b:.3g} -> {t.median_a:.3g}, {'lower' if t.alternative == 'less' else 'higher'} "
+                         f"in {100 * (t.share_less if t.alternative == 'less' else t.share_greater):.0f} % of {t.n}, "
+                         f"p = {t.p:.2g}" for k, t in tests.items())
+    small = [k for k, t in tests.items() if t.too_few]
+    no_power = (f"fewer than 10 informative pairs for {', '.join(small)} (" + ", ".join(
+        f"{tests[k].n_informative} of {tests[k].n}" for k in small) + ")") if small else None
+    sig = [k for k, t in tests.items() if t.significant(alpha)]
+    if expect == "significant":
+        miss = [k for k in tests if k not in sig]
+        fail = ("not significant at " + f"{alpha}: " + ", ".join(f"{k} (p = {tests[k].p:.2g}, median difference "
+                                                                  f"{tests[k].median_diff:+.3g})" for k in miss)) if miss else ""
+        return Verdict(not miss, observed, fail, no_power)
+    fail = ("significant change in the tested direction for " + ", ".join(
+        f"{k} (p = {tests[k].p:.2g}, median difference {tests[k].median_diff:+.3g})" for k in sig)) if sig else ""
+    return Verdict(not sig, observed, fail, no_power)
+
+
+def btr_verdict(before: dict, after: dict, flips: dict, allowed_failures: int = 1, min_flips: int = 10) -> Verdict:
+    """BTR improves in all (method, calibrator) cases but ``allowed_failures`` (C2I: "all but one").
+
+    Args:
+        before, after: ``{case: BTR}`` uncalibrated / calibrated.
+        flips: ``{case: images whose better-than-random outcome differs between the two}``; a case can
+            only change by these images.
+        allowed_failures: cases allowed not to improve.
+        min_flips: with fewer flipped images over all cases the comparison has no power (inconclusive).
+
+    Returns:
+        :class:`Verdict`.
+    """
+    if not before or set(before) != set(after) or set(before) != set(flips):
+        raise ValueError("`before`, `after` and `flips` must cover the same cases")
+    keys = list(before)
+    n_up, n = count_improved([before[k] for k in keys], [after[k] for k in keys])
+    observed = f"{n_up}/{n} cases improve; " + "; ".join(
+        f"{k}: {before[k]:.2f} -> {after[k]:.2f} ({flips[k]} images flip)" for k in keys)
+    total = sum(int(v) for v in flips.values())
+    no_power = (f"only {total} images change their better-than-random outcome over all {n} cases (< {min_flips})"
+                if total < min_flips else None)
+    not_up = [k for k in keys if not after[k] > before[k]]
+    fail = (f"{len(not_up)} of {n} cases do not improve (at most {allowed_failures} allowed): "
+            + ", ".join(f"{k} {before[k]:.2f} -> {after[k]:.2f}" for k in not_up))
+    return Verdict(n - n_up <= allowed_failures, observed, fail, no_power)
+
+
+def ratio_verdict(tests: dict, max_median: float = 0.5, alpha: float = 0.05) -> Verdict:
+    """Every per-image ratio has a median below ``max_median`` and a significant paired decrease.
+
+    Args:
+        tests: ``{case: RatioTest}`` (:func:`ratio_test`, alternative "less").
+        max_median: the largest median ratio that counts (C2I spec: 0.5 for MP's Otsu-TV; paper ~0.1).
+        alpha: significance level of the paired tests.
+
+    Returns:
+        :class:`Verdict`; inconclusive when a paired test has fewer than 10 informative pairs.
+    """
+    if not tests:
+        raise ValueError("`tests` must hold at least one RatioTest")
+    observed = "; ".join(f"{k}: {t.describe()}" for k, t in tests.items())
+    small = [k for k, t in tests.items() if t.test.too_few]
+    no_power = (f"fewer than 10 informative pairs for {', '.join(small)}") if small else None
+    bad = [k for k, t in tests.items() if not (t.median_ratio < max_median and t.test.significant(alpha))]
+    fail = ", ".join(f"{k}: median ratio {tests[k].median_ratio:.3g} (needs < {max_median}), p = {tests[k].test.p:.2g}"
+                     for k in bad)
+    return Verdict(not bad, observed, fail, no_power)
+
+
+def sweep_verdict(summary: SweepSummary, alpha: float = 0.05) -> Verdict:
+    """The metric is lowest near the fitted temperature and rises with the ECE (C2I Fig. 8).
+
+    Passes when the argmin lies within the summary's factor of the fitted T and Spearman(metric, ECE) > 0.
+    Inconclusive when the metric does not depend on the temperature detectably (Friedman p >= ``alpha``):
+    then the argmin is noise.
+
+    Args:
+        summary: :func:`temperature_sweep_summary` with ``eces`` given.
+        alpha: level of the Friedman test.
+
+    Returns:
+        :class:`Verdict`.
+    """
+    s = summary
+    observed = (f"argmin T = {s.t_best:g} (fitted T = {s.fitted:.2f}, ratio {s.t_best / s.fitted:.2f}); "
+                f"Spearman(area, ECE) = {s.spearman:.2f} (p = {s.spearman_p:.2g}); Friedman p = {s.friedman_p:.2g} "
+                f"over {s.n_images} images; mean area {s.mean.min():.3f}-{s.mean.max():.3f}")
+    flat = not (s.friedman_p < alpha)
+    no_power = (f"the area does not depend on T detectably over {s.n_images} images (Friedman p = {s.friedman_p:.2g}): "
+                "the argmin is noise") if flat else None
+    why = []
+    if not s.near_fitted:
+        why.append(f"the lowest mean area is at T = {s.t_best:g}, {max(s.t_best / s.fitted, s.fitted / s.t_best):.1f}x "
+                   f"from the fitted T = {s.fitted:.2f} (allowed x{s.factor:g})")
+    if not s.spearman > 0:
+        why.append(f"Spearman(area, ECE) = {s.spearman:.2f} is not positive")
+    return Verdict(not why, observed, "; ".join(why), no_power)
