@@ -189,8 +189,8 @@ def _wait_for(pred, limit=120.0, step=0.2):
 
 
 def _attempt_running(out):
-    ms = list(Path(out).rglob(".*attempt-*/manifest.json"))
-    return bool(ms) and (read_manifest(ms[0].parent) or {}).get("status") == "running"
+    """A notebook of the batch under ``out`` has started (its manifest, staged or not, says running)."""
+    return any((read_manifest(m.parent) or {}).get("status") == "running" for m in Path(out).rglob("manifest.json"))
 
 
 from pathlib import Path  # noqa: E402
@@ -204,9 +204,7 @@ def test_a_failed_rerun_keeps_the_completed_result(nbdir, tmp_path):
     default = schema.by_name[name].default
     _nb(nbdir / "00_quickstart.ipynb", OK, params=BARE)
     spec = plan_runs(nbdir, tmp_path / "out", profile="smoke", parameters={"SEED": 5, name: default})[0]
-    assert spec.run_dir != plan_runs(nbdir, tmp_path / "out", profile="smoke", parameters={"SEED": 5})[0].run_dir
     assert run_batch([spec], progress=lambda s: None)[0].status == "completed"
-    assert yaml.safe_load((spec.run_dir / "params.yaml").read_text())[name] == default
     before = {f: (spec.run_dir / f).read_bytes() for f in ("executed.ipynb", "metrics.csv", "claims.csv", "params.yaml")}
     assert b".attempt-" not in before["executed.ipynb"] and str(spec.run_dir).encode() in before["params.yaml"]
     _nb(nbdir / "00_quickstart.ipynb", 'raise RuntimeError("boom in the rerun")', params=BARE)
@@ -223,6 +221,7 @@ def test_a_failed_rerun_keeps_the_completed_result(nbdir, tmp_path):
     assert not [p for p in spec.run_dir.parent.iterdir() if ".attempt-" in p.name]  # no staging folder left
     (ref,) = copy_reference_runs([spec.run_dir], tmp_path / "ref")
     assert not (ref / ".attempts").exists() and (ref / "metrics.csv").exists()
+    assert yaml.safe_load((spec.run_dir / "params.yaml").read_text())[name] == default  # not the smoke preset
 
 
 def test_device_kind_is_part_of_the_run_identity(nbdir, tmp_path):
@@ -334,10 +333,14 @@ def test_dask_gives_up_when_every_worker_is_lost(nbdir, tmp_path):
                 cluster.scale(0)
 
         threading.Thread(target=lose_every_worker, daemon=True).start()
-        t0 = time.time()
-        res = run_batch(specs, executor="dask", scheduler=cluster.scheduler_address, lost_workers_timeout=3,
-                        progress=lines.append)
-    assert time.time() - t0 < 200
+        out = []
+        batch = threading.Thread(target=lambda: out.append(run_batch(
+            specs, executor="dask", scheduler=cluster.scheduler_address, lost_workers_timeout=3, progress=lines.append)),
+            daemon=True)
+        batch.start()
+        batch.join(timeout=300)
+        assert not batch.is_alive(), "the runner hangs after losing every Dask worker"
+    (res,) = out
     assert [r.status for r in res] == ["not_run"] and "no worker for 3 s" in res[0].error
     assert any(ln.startswith("0 workers, 1 runs waiting") for ln in lines)
     assert read_manifest(specs[0].run_dir)["status"] == "not_run"
