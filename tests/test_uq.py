@@ -17,6 +17,7 @@ from xcal_core.uq import (
     explanation_distribution,
     kruskal_by_class,
     map_rank_correlation,
+    planted_distribution,
     postprocess_maps,
     predictive_uncertainty,
     ranked_perturbation_curves,
@@ -49,26 +50,83 @@ def test_summarize_known_answer():
     s = summarize(d, rel_eps=0.0)
     assert torch.allclose(s.mean, torch.tensor([[2.0, 2.0, 0.0]]))
     assert torch.allclose(s.std, torch.tensor([[0.0, 1.0, 0.0]]))  # population std (1/T)
-    assert torch.allclose(s.cv, torch.tensor([[0.0, 0.5, 0.0]]))  # 0/0 -> 0 through abs_eps
+    assert torch.allclose(s.cv[:, :2], torch.tensor([[0.0, 0.5]]))
+    assert torch.isnan(s.cv[0, 2]) and s.defined.tolist() == [[True, True, False]]  # 0/0 is undefined
     per = s.per_input()
-    assert torch.allclose(per["cv_mean"], torch.tensor([0.5 / 3]))
+    assert torch.allclose(per["cv_mean"], torch.tensor([0.25]))  # mean over the 2 defined features
+    assert torch.allclose(per["undefined_share"], torch.tensor([1 / 3]))
     assert torch.allclose(per["std_mean"], torch.tensor([1 / 3]))
     assert torch.allclose(per["cv_global"], torch.tensor([1.0 / 4.0]))
     assert s.n_realisations == 4
-    assert list(s.to_frame().columns) == ["index", "cv_mean", "cv_median", "std_mean", "mean_abs", "cv_global"]
+    assert list(s.to_frame().columns) == ["index", "cv_mean", "cv_median", "cv_global", "undefined_share",
+                                          "std_mean", "mean_abs"]
 
 
-def test_cv_epsilon_rule_never_inf_or_nan():
-    # signed samples with mean exactly zero but std > 0
+def test_planted_explainer_half_zero_reflects_only_the_varying_half():
+    # the audit's case: a map that is 0 on half its features in every realisation and has CV 0.4 on the rest
+    dist, varying = planted_distribution(5, 40, 10, cv=0.4, zero_share=0.5, generator=gen(0))
+    assert varying.float().mean() == 0.5 and torch.equal(dist[:, ~varying], torch.zeros_like(dist[:, ~varying]))
+    s = summarize(dist, absolute=True)
+    per = s.per_input()
+    assert torch.allclose(per["cv_mean"], torch.full((5,), 0.4), atol=1e-6)
+    assert torch.allclose(per["cv_median"], torch.full((5,), 0.4), atol=1e-6)
+    assert torch.allclose(per["cv_global"], torch.full((5,), 0.4), atol=1e-6)
+    assert torch.allclose(per["undefined_share"], torch.full((5,), 0.5))
+    assert torch.equal(s.defined, varying)
+    # the old rule (0/0 counted as CV = 0) halves it: the summary must not do that
+    assert torch.allclose(s.cv.nan_to_num(0.0).mean(1), torch.full((5,), 0.2), atol=1e-6)
+    assert torch.allclose(explanation_cv(dist), per["cv_mean"])
+    # no zero features: the same CV; all signs balanced so the std is exact
+    d0, v0 = planted_distribution(2, 6, 4, cv=0.25, zero_share=0.0, generator=gen(1))
+    assert v0.all() and torch.allclose(summarize(d0).per_input()["cv_mean"], torch.full((2,), 0.25), atol=1e-6)
+    with pytest.raises(ValueError, match="must be even"):
+        planted_distribution(1, 4, 3)
+    with pytest.raises(ValueError, match="`zero_share`"):
+        planted_distribution(1, 4, 2, zero_share=1.0)
+
+
+def test_planted_explainer_through_the_pipeline():
+    # an ensemble of linear members whose weights are exactly 0 on the first half of the inputs: the
+    # gradient is 0 there in every realisation, and the grid's per-image CV is that of the other half
+    torch.manual_seed(0)
+    members = []
+    for _ in range(4):
+        lin = nn.Linear(8, 3)
+        with torch.no_grad():
+            lin.weight[:, :4] = 0.0
+        members.append(lin.eval())
+    from xcal_core.uq import explanation_grid
+
+    x = torch.randn(6, 8, generator=gen(2))
+    g = explanation_grid({"ensemble": sample_realisations(members)}, x, {"gradient": {}}, target=0)
+    per = g.frame()
+    w = torch.stack([m.weight[0].detach() for m in members]).abs()  # |E_t| = |W_t[class 0]| for every input
+    cv_half = (w[:, 4:].std(0, correction=0) / w[:, 4:].mean(0)).mean()
+    assert np.allclose(per["cv_mean"], float(cv_half), atol=1e-5)
+    assert np.allclose(per["undefined_share"], 0.5)
+    assert np.allclose(per["cv_global"], float(w[:, 4:].std(0, correction=0).sum() / w[:, 4:].mean(0).sum()), atol=1e-5)
+
+
+def test_cv_epsilon_rule_never_inf_and_nan_only_where_undefined():
+    # signed samples with mean exactly zero but std > 0: a large but finite CV
     d = torch.tensor([[[1.0, 4.0]], [[-1.0, 4.0]]])
     s = summarize(d)
     assert torch.isfinite(s.cv).all()
     eps = 1e-8 * 4.0 + 1e-12
     assert torch.allclose(s.eps, torch.tensor([eps]))
     assert math.isclose(float(s.cv[0, 0]), 1.0 / eps, rel_tol=1e-5)
-    # all-zero distribution: CV = 0 everywhere
+    # all-zero distribution: the CV is undefined everywhere, and so is every per-input CV summary
     z = summarize(torch.zeros(5, 2, 3, 3))
-    assert torch.equal(z.cv, torch.zeros(2, 3, 3)) and not torch.isnan(z.cv).any()
+    assert torch.isnan(z.cv).all() and not z.defined.any()
+    per = z.per_input()
+    assert torch.isnan(per["cv_mean"]).all() and torch.isnan(per["cv_global"]).all()
+    assert torch.equal(per["undefined_share"], torch.ones(2)) and torch.equal(per["std_mean"], torch.zeros(2))
+    # "near" zero: relative to the map's scale; zero_tol = 0 keeps everything that is not exactly 0
+    near = torch.tensor([[[1.0, 1e-9]], [[3.0, 1e-9]]])
+    assert summarize(near).defined.tolist() == [[True, False]]
+    assert summarize(near, zero_tol=0.0).defined.tolist() == [[True, True]]
+    with pytest.raises(ValueError, match="`zero_tol`"):
+        summarize(near, zero_tol=1.0)
 
 
 def test_absolute_maps_bound_cv():
@@ -103,6 +161,13 @@ def test_class_summary_and_kruskal():
     h, p = kruskal_by_class(v, y)  # class 2 has a single input and is dropped
     ref = stats.kruskal([1, 2, 3], [10, 11, 12])
     assert math.isclose(h, ref.statistic) and math.isclose(p, ref.pvalue)
+    # undefined values (NaN) are left out, inf is an error
+    vn = torch.cat([v, torch.tensor([float("nan"), float("nan")])])
+    yn = torch.cat([y, torch.tensor([0, 1])])
+    assert kruskal_by_class(vn, yn) == (h, p)
+    assert class_summary(vn, yn)["n"].tolist() == [3, 3, 1]
+    with pytest.raises(ValueError, match="inf"):
+        kruskal_by_class(torch.tensor([1.0, float("inf"), 2.0, 3.0]), torch.tensor([0, 0, 1, 1]))
     with pytest.raises(ValueError, match="at least two classes"):
         kruskal_by_class(v[:3], y[:3])
 
@@ -126,11 +191,42 @@ def test_predictive_uncertainty():
 def test_mc_dropout_p0_gives_identical_maps():
     r = sample_realisations(cnn(p=0.0), 4, generator=gen(0))
     for method, kw in [("guided_backprop", {}), ("integrated_gradients", {"steps": 8}),
-                       ("lime", {"n_samples": 40, "feature_mask": MASK, "generator": gen(1)})]:
+                       ("lime", {"n_samples": 40, "feature_mask": MASK, "generator": gen(1), "coalitions": "shared"})]:
         d = explanation_distribution(r, X, "predicted", method, **kw)
         s = summarize(d, absolute=True)
         assert torch.equal(s.std, torch.zeros_like(s.std)), method
-        assert torch.equal(s.cv, torch.zeros_like(s.cv)) and not torch.isnan(s.cv).any()
+        # CV 0 wherever it is defined, undefined exactly where the map is 0 in every realisation
+        assert torch.equal(s.cv[s.defined], torch.zeros_like(s.cv[s.defined]))
+        assert torch.equal(s.defined, s.mean != 0)
+
+
+def test_lime_coalitions_fresh_vs_shared():
+    from xcal_core.uq import realisation_generators
+
+    # T copies of one network: no model uncertainty at all. Shared coalitions give T identical maps;
+    # fresh coalitions (one LIME run per realisation, as in the paper) leave LIME's own sampling noise
+    net = cnn()
+    r = sample_realisations([net] * 4)
+    kw = dict(n_samples=30, feature_mask=MASK)
+    shared = explanation_distribution(r, X, "predicted", "lime", coalitions="shared", generator=gen(4), **kw)
+    fresh = explanation_distribution(r, X, "predicted", "lime", coalitions="fresh", generator=gen(4), **kw)
+    assert torch.equal(shared.std(0), torch.zeros_like(shared[0]))
+    assert float(fresh.std(0).max()) > 1e-4
+    # fresh draws depend on the realisation's index and the base generator only: same on every call
+    assert torch.equal(fresh, explanation_distribution(r, X, "predicted", "lime", generator=gen(4), **kw))
+    # realisation t under fresh coalitions equals one LIME run with generator t
+    from xcal_core.explainers import explain
+
+    g3 = realisation_generators(gen(4), 4, "fresh")[3]
+    with torch.no_grad():
+        tgt = net(X).argmax(1)
+    assert torch.allclose(fresh[3], explain(net, X, tgt, "lime", generator=g3, **kw), atol=1e-6)
+    gs = realisation_generators(gen(4), 3, "shared")
+    assert all(torch.equal(g.get_state(), gs[0].get_state()) for g in gs)
+    with pytest.raises(ValueError, match="coalitions='shared'"):
+        explanation_distribution(r, X, "predicted", "lime", vectorize=True, coalitions="fresh", **kw)
+    with pytest.raises(ValueError, match="`coalitions`"):
+        explanation_distribution(r, X, "predicted", "lime", coalitions="both", **kw)
 
 
 def test_ensemble_of_identical_members_zero_std():
@@ -170,7 +266,7 @@ def test_vectorized_lime_equals_the_loop(kind):
     # realisation from the same generator state, so the two give the same numbers
     r = _realisations(kind, 4)
     for score in ("logit", "probability"):
-        kw = dict(n_samples=40, feature_mask=MASK, score=score)
+        kw = dict(n_samples=40, feature_mask=MASK, score=score, coalitions="shared")
         vec = explanation_distribution(r, X, "predicted", "lime", vectorize=True, batch_size=37, generator=gen(3), **kw)
         loop = explanation_distribution(r, X, "predicted", "lime", vectorize=False, generator=gen(3), **kw)
         assert torch.allclose(vec, loop, rtol=1e-5, atol=1e-7), (kind, score)
@@ -186,7 +282,8 @@ def test_vectorized_lime_per_sample_masks_regression_and_solver():
     # per-sample feature masks with different feature counts (LIME groups samples by d)
     masks = torch.stack([MASK, MASK, (torch.arange(36).reshape(6, 6) // 18), MASK])
     r = sample_realisations(cnn(p=0.4), 3, generator=gen(0))
-    kw = dict(n_samples=30, feature_mask=masks, baseline="mean", train_mean=torch.full((1, 6, 6), 0.5))
+    kw = dict(n_samples=30, feature_mask=masks, baseline="mean", train_mean=torch.full((1, 6, 6), 0.5),
+              coalitions="shared")
     vec = explanation_distribution(r, X, "predicted_mean", "lime", generator=gen(5), **kw)
     loop = explanation_distribution(r, X, "predicted_mean", "lime", vectorize=False, generator=gen(5), **kw)
     assert torch.allclose(vec, loop, rtol=1e-5, atol=1e-7)
@@ -196,8 +293,9 @@ def test_vectorized_lime_per_sample_masks_regression_and_solver():
     reg = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 1)).eval()
     rr = sample_realisations(reg, 4, generator=gen(1))
     xt = torch.randn(3, 5, generator=gen(6))
-    a = explanation_distribution(rr, xt, "output", "lime", n_samples=64, generator=gen(2))
-    b = explanation_distribution(rr, xt, "output", "lime", n_samples=64, generator=gen(2), vectorize=False)
+    a = explanation_distribution(rr, xt, "output", "lime", n_samples=64, generator=gen(2), coalitions="shared")
+    b = explanation_distribution(rr, xt, "output", "lime", n_samples=64, generator=gen(2), vectorize=False,
+                                 coalitions="shared")
     assert a.shape == (4, 3, 5) and torch.allclose(a, b, rtol=1e-5, atol=1e-7)
     # the shared-design solver equals an independent weighted least-squares fit per right-hand side
     z = torch.rand(2, 50, 4, generator=gen(7)) < 0.5
@@ -296,11 +394,11 @@ def test_distribution_bad_input():
     with pytest.raises(ValueError, match="has no vectorized path"):
         explanation_distribution(r, X, "predicted", "smoothgrad", vectorize=True)
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['steps'\] for method 'lime'"):
-        explanation_distribution(r, X, "predicted", "lime", vectorize=True, steps=4)
+        explanation_distribution(r, X, "predicted", "lime", vectorize=True, coalitions="shared", steps=4)
     with pytest.raises(ValueError, match="unknown `score` 'prob'"):
         explanation_distribution(r, X, "predicted", "lime", score="prob")
     with pytest.raises(ValueError, match="`n_samples` must be"):
-        explanation_distribution(r, X, "predicted", "lime", vectorize=True, n_samples=0)
+        explanation_distribution(r, X, "predicted", "lime", vectorize=True, coalitions="shared", n_samples=0)
     with pytest.raises(ValueError, match="`labels` has labels outside"):
         explanation_distribution(r, X, "true", labels=torch.tensor([0, 1, 2, 7]))
     with pytest.raises(ValueError, match="T >= 2"):
@@ -381,7 +479,6 @@ def test_explanation_grid_and_analyses():
         metric_rows,
         ranked_auc_grid,
         ranking_tests,
-        true_logit_agreement,
         uncertainty_correlation,
     )
     import pandas as pd
@@ -394,34 +491,111 @@ def test_explanation_grid_and_analyses():
     g = explanation_grid(reals, x, ex, labels=y, n_inputs={"lime": 4}, channel_reduce="sum", generator=gen(1))
     assert g.dists[("mc_dropout", "guided_backprop")].shape == (3, 8, 1, 6, 6)
     assert g.dists[("ensemble", "lime")].shape == (2, 4, 1, 6, 6)
+    assert g.settings["coalitions"] == "fresh"
     f = g.frame()
-    assert len(f) == 2 * (8 + 4) and {"cv_mean", "entropy", "correct", "label"} <= set(f.columns)
-    direct = summarize(g.dists[("ensemble", "guided_backprop")], absolute=True, channel_reduce="sum").per_input()["cv_mean"]
-    assert torch.allclose(torch.tensor(g.cv_table().loc["ensemble", "guided_backprop"]), direct.mean(), atol=1e-6)
+    assert len(f) == 2 * (8 + 4) and {"cv_mean", "cv_global", "undefined_share", "entropy", "correct", "label"} <= set(f.columns)
+    direct = summarize(g.dists[("ensemble", "guided_backprop")], absolute=True, channel_reduce="sum").per_input()
+    assert torch.allclose(torch.tensor(g.cv_table().loc["ensemble", "guided_backprop"]), direct["cv_mean"].mean(), atol=1e-6)
+    assert torch.allclose(torch.tensor(g.cv_table("cv_global").loc["ensemble", "guided_backprop"]),
+                          direct["cv_global"].mean(), atol=1e-6)
     assert g.cv_table(inputs=4).shape == (2, 2)
+    with pytest.raises(ValueError, match="unknown `stat`"):
+        g.cv_table("cv_max")
     aucs, curves = ranked_auc_grid(g, explainers=["guided_backprop"], step=6)
     assert set(aucs["ranking"]) == {"mean", "std", "random"} and len(aucs) == 2 * 3 * 2 * 8
+    few, _ = ranked_auc_grid(g, explainers=["guided_backprop"], n_inputs=5, step=6)
+    assert few["index"].max() == 4
     t = ranking_tests(aucs)
     assert list(t["mode"]) == ["deletion", "insertion", "deletion", "insertion"] and t["p_value"].between(0, 1).all()
+    assert t["too_few"].all()  # 8 images: fewer than 10 informative pairs, no power
     assert g.explainers["lime"]["n_samples"] == 20
-    agree = true_logit_agreement(g, ["guided_backprop"])
-    assert len(agree) == 16 and agree["rho"].between(-1, 1).all()
-    # images whose realisations all predict the label have identical maps: rho = 1
-    assert (agree.loc[~agree["any_wrong"], "rho"] > 0.9999).all()
     kt = class_kruskal_table(f[f["explainer"] == "guided_backprop"])
     assert len(kt) == 2 and kt["p_value"].between(0, 1).all()
     corr = uncertainty_correlation(f)
     assert len(corr) == 4
-    rows = metric_rows("toy", f, aucs=aucs, agreement=agree)
-    assert {"cv_mean", "std_mean", "ins_auc", "del_auc", "rank_corr_true_vs_pred"} <= set(rows["metric"])
+    rows = metric_rows("toy", f, aucs=aucs, kruskal={"cv_mean": kt})
+    assert {"cv_mean", "cv_global", "undefined_share", "std_mean", "ins_auc", "del_auc", "kruskal_p_cv_mean"} <= set(rows["metric"])
     assert not rows.loc[rows["metric"] == "del_auc", "higher_is_better"].any()
+    assert rows["value"].notna().all() and not rows.duplicated(["experiment", "model", "method", "metric"]).any()
     # Kendall tau of explainer orderings: identical orderings -> 1, reversed -> -1
     tab = pd.DataFrame([[1.0, 2.0, 3.0], [0.5, 0.9, 4.0], [3.0, 2.0, 1.0]], index=["a", "b", "c"], columns=["g", "i", "l"])
     tmin, pairs = explainer_order_stability(tab)
     assert tmin == pytest.approx(-1.0) and pairs.loc[0, "tau"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="`explainers` is empty"):
         explanation_grid(reals, x, {})
+    with pytest.raises(ValueError, match="`coalitions`"):
+        explanation_grid(reals, x, ex, coalitions="some")
     with pytest.raises(ValueError, match="at least 2 UE rows"):
         explainer_order_stability(tab.iloc[:1])
     with pytest.raises(ValueError, match="`aucs` must be a DataFrame"):
         ranking_tests(pd.DataFrame({"a": [1]}))
+
+
+# ------------------------------------------------------------------------------- true-logit variant (U4)
+def _wrong_realisations():
+    """MC-Dropout realisations of a 3-class CNN, 12 images and labels chosen so that some images have
+    realisations that predict another class and others have none."""
+    r = sample_realisations(cnn(p=0.5), 4, generator=gen(0))
+    x = torch.rand(12, 1, 6, 6, generator=gen(11))
+    out = r.predict(x)
+    y = torch.softmax(out, -1).mean(0).argmax(-1)
+    # images 0-5: label = the class most realisations predict; 6-11: a class no realisation predicts
+    pred = out.argmax(-1)
+    for i in range(6, 12):
+        y[i] = next(c for c in range(3) if not (pred[:, i] == c).any()) if len(set(pred[:, i].tolist())) < 3 else y[i]
+    return r, x, y, out
+
+
+def test_true_logit_distribution_equals_the_full_recomputation():
+    from xcal_core.uq import true_logit_distribution
+
+    r, x, y, _ = _wrong_realisations()
+    for method, kw in [("guided_backprop", {}), ("integrated_gradients", {"steps": 6})]:
+        d, tg = explanation_distribution(r, x, "predicted", method, return_targets=True, **kw)
+        ref = explanation_distribution(r, x, "true", method, labels=y, **kw)
+        fast = true_logit_distribution(r, x, y, method, d, tg, **kw)
+        assert torch.allclose(fast, ref, atol=1e-6), method
+        same = (tg == y[None])
+        assert torch.equal(fast[same], d[same])  # untouched where the realisation predicts the label
+    with pytest.raises(ValueError, match="`pred_targets`"):
+        true_logit_distribution(r, x, y, "guided_backprop", d, tg[:, :3])
+
+
+def test_true_logit_agreement_only_on_images_where_it_can_differ():
+    from xcal_core.uq import true_logit_agreement, wrong_realisation_images
+
+    r, x, y, out = _wrong_realisations()
+    qualify = wrong_realisation_images(out, y)
+    assert torch.equal(qualify, (out.argmax(-1) != y).any(0))
+    assert 0 < int(qualify.sum()) < 12
+    a = true_logit_agreement({"mc_dropout": r}, x, y, {"guided_backprop": {}}, outputs={"mc_dropout": out}, n_images=50)
+    # only qualifying images, each with a share of wrong realisations > 0
+    assert set(a["index"]) == set(torch.nonzero(qualify).flatten().tolist())
+    assert (a["wrong_share"] > 0).all() and a["rho"].between(-1, 1).all()
+    assert (a["n_available"] == int(qualify.sum())).all()
+    capped = true_logit_agreement({"mc_dropout": r}, x, y, {"guided_backprop": {}}, n_images=2)
+    assert capped["index"].tolist() == torch.nonzero(qualify).flatten()[:2].tolist()
+    # nobody mispredicts: no rows at all (an agreement of 1 there would prove nothing)
+    none = true_logit_agreement({"mc_dropout": r}, x[:1], out.argmax(-1)[0, :1], {"guided_backprop": {}})
+    if not (out.argmax(-1)[:, 0] != out.argmax(-1)[0, 0]).any():
+        assert len(none) == 0
+
+
+def test_predictive_scores_and_class_error_rates():
+    from xcal_core.metrics import ece, nll
+    from xcal_core.uq import class_error_rates, predictive_scores
+
+    logits = torch.randn(3, 50, 4, generator=gen(12))
+    y = torch.randint(0, 4, (50,), generator=gen(13))
+    sc = predictive_scores({"a": logits}, y)
+    pm = torch.softmax(logits.double(), -1).mean(0).float()
+    assert sc.loc["a", "accuracy"] == pytest.approx(float((pm.argmax(1) == y).float().mean()))
+    assert sc.loc["a", "nll"] == pytest.approx(nll(pm, y)) and sc.loc["a", "ece"] == pytest.approx(ece(pm, y))
+    perfect = torch.nn.functional.one_hot(y, 4).float()[None].repeat(2, 1, 1) * 30
+    assert predictive_scores({"p": perfect}, y).loc["p", "accuracy"] == 1.0
+    err = class_error_rates(perfect, y)
+    assert (err == 0).all()
+    reg = predictive_scores({"r": torch.tensor([[[1.0], [2.0]], [[3.0], [2.0]]])}, torch.tensor([2.0, 4.0]))
+    assert reg.loc["r", "rmse"] == pytest.approx(math.sqrt(2.0)) and reg.loc["r", "mean_std"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="`outputs` is empty"):
+        predictive_scores({}, y)

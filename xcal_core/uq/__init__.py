@@ -7,3 +7,4 @@ from .distributions import *  # noqa: F401,F403
 from .evaluation import *  # noqa: F401,F403
 from .summaries import *  # noqa: F401,F403
 from .experiment import *  # noqa: F401,F403
+from .claims import *  # noqa: F401,F403

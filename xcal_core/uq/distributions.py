@@ -2,7 +2,7 @@
 
 ``explanation_distribution(realisations, x, target, method)`` returns E_1(x), ..., E_T(x) stacked as a
 (T, N, ...) tensor, where E_t is ``explain(f^(t), x, target_t, method)`` computed on the frozen
-realisation f^(t) (Mulye & Valdenegro-Toro 2024, Sec. 3; the freezing rule is spec 3.2).
+realisation f^(t) (Mulye & Valdenegro-Toro 2024, Sec. 3; a realisation stays frozen for its whole explanation).
 
 Two paths give the same numbers:
 
@@ -20,10 +20,16 @@ Two paths give the same numbers:
 * **looped** (any method; the reference): one ``explain`` call per realisation; the explainer batches its
   own perturbations.
 
-``vectorize="auto"`` takes whichever path measured faster on the device (:func:`_auto_vectorize`).
+``vectorize="auto"`` takes whichever path measured faster on the device (:func:`_auto_vectorize`). The
+vectorized LIME path needs shared coalitions (it builds every perturbed input once for all T).
 
-Stochastic explainers get *common random numbers* on both paths: every realisation starts from the same
-generator state (the same LIME coalitions), so the spread reflects the model, not the sampler.
+**Stochastic explainers (LIME and any method that draws random numbers): ``coalitions``.** The paper
+runs the explainer once per realisation, so each LIME run draws its own coalitions and the spread of
+E_1..E_T holds the model's uncertainty *plus* LIME's own sampling noise: ``coalitions="fresh"`` (the
+default) gives realisation t its own generator, seeded from ``generator`` by t alone. With
+``coalitions="shared"`` every realisation starts from the same generator state (the same coalitions,
+*common random numbers*), so the spread reflects the model only. The two differ by exactly LIME's
+sampling variance; deterministic explainers give the same result either way.
 
 References:
     Mulye & Valdenegro-Toro, "Uncertainty quantification for gradient-based explanations in neural networks", 2024.
@@ -44,7 +50,11 @@ from ..explainers.perturbation import coalition_levels, lime_cosine_kernel
 from ..models.stochastic import Realisations
 from ..perturbations.masks import perturbation_level
 
-__all__ = ["TARGET_MODES", "VECTORIZABLE_METHODS", "realisation_targets", "explanation_distribution"]
+__all__ = ["TARGET_MODES", "COALITIONS", "VECTORIZABLE_METHODS", "realisation_targets", "explanation_distribution",
+           "realisation_generators"]
+
+COALITIONS = ("fresh", "shared")
+"""How stochastic explainers draw their random numbers across realisations (see the module docstring)."""
 
 TARGET_MODES = ("predicted", "predicted_mean", "true", "output")
 # Methods with a vectorized path -> the method kwarg that multiplies the rows each input expands to
@@ -87,6 +97,36 @@ def _check_realisations(realisations: Any) -> Realisations:
         raise TypeError(
             f"`realisations` must be a Realisations (from sample_realisations), got {type(realisations).__name__}")
     return realisations
+
+
+def realisation_generators(generator: torch.Generator | None, n: int, coalitions: str = "fresh") -> list[torch.Generator]:
+    """One generator per realisation for a stochastic explainer.
+
+    Args:
+        generator: the base generator (None draws one base seed from torch's global generator).
+        n: number of realisations T >= 1.
+        coalitions: ``"shared"``: every generator starts from the base generator's state (common random
+            numbers); ``"fresh"``: generator t is seeded with the t-th of T seeds drawn from the base
+            generator, so realisation t's draws depend on t and the base state only (not on the path).
+
+    Returns:
+        list of T ``torch.Generator`` on the base generator's device.
+    """
+    check_int(n, "n", low=1)
+    check_choice(coalitions, "coalitions", COALITIONS)
+    base = generator
+    if base is None:
+        base = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    if coalitions == "fresh":
+        seeds = torch.randint(0, 2**62, (n,), generator=base, dtype=torch.int64).tolist()
+        return [torch.Generator(device=base.device).manual_seed(int(s)) for s in seeds]
+    state = base.get_state()
+    out = []
+    for _ in range(n):
+        g = torch.Generator(device=base.device)
+        g.set_state(state)
+        out.append(g)
+    return out
 
 
 def _auto_vectorize(r: Realisations, method: str) -> bool:
@@ -173,6 +213,7 @@ def explanation_distribution(
     vectorize: bool | str = "auto",
     batch_size: int = 2048,
     generator: torch.Generator | None = None,
+    coalitions: str = "fresh",
     return_targets: bool = False,
     **method_kwargs: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
@@ -187,13 +228,18 @@ def explanation_distribution(
         score: ``"logit"``, ``"probability"`` or ``"log_probability"`` (passed to ``explain``; regressors
             explain their output as is).
         vectorize: ``"auto"`` (the faster path for this device, see :func:`_auto_vectorize`), True
-            (vectorized; error for methods outside :data:`VECTORIZABLE_METHODS`) or False (always loop;
-            the reference path). Both paths give the same numbers (up to float rounding).
+            (vectorized; error for methods outside :data:`VECTORIZABLE_METHODS`, and for LIME with fresh
+            coalitions) or False (always loop; the reference path). Both paths give the same numbers
+            (up to float rounding).
         batch_size: most rows per forward pass on the vectorized path (realisations x inputs x
             expansion, e.g. x integration steps for IG, x coalitions for LIME); passed to ``explain``
             on the looped path.
-        generator: generator for stochastic explainers; every realisation starts from its state (common
-            random numbers). None draws one base seed from torch's global generator.
+        generator: base generator for stochastic explainers (see ``coalitions``). None draws one base
+            seed from torch's global generator.
+        coalitions: ``"fresh"`` (default, as running the explainer once per realisation: each
+            realisation draws its own LIME coalitions) or ``"shared"`` (common random numbers: the same
+            coalitions for every realisation, so the spread is the model's alone). See
+            :func:`realisation_generators`.
         return_targets: also return the (T, N) targets used (None for regressors).
         **method_kwargs: forwarded to ``explain`` (e.g. ``steps=50`` for IG, ``n_samples=500`` for LIME).
 
@@ -211,10 +257,15 @@ def explanation_distribution(
     check_choice(score, "score", ("logit", "probability", "log_probability"))
     if vectorize not in ("auto", True, False):
         raise ValueError(f"`vectorize` must be 'auto', True or False, got {vectorize!r}")
+    check_choice(coalitions, "coalitions", COALITIONS)
     if vectorize is True and method not in VECTORIZABLE_METHODS:
         raise ValueError(f"`method` {method!r} has no vectorized path; vectorizable: {sorted(VECTORIZABLE_METHODS)} "
                          "(use vectorize='auto' or False)")
-    use_vec = vectorize is True or (vectorize == "auto" and _auto_vectorize(r, method))
+    if vectorize is True and method == "lime" and coalitions == "fresh":
+        raise ValueError("`vectorize`=True needs coalitions='shared' for 'lime' (the vectorized path scores one "
+                         "set of coalitions under all realisations); use vectorize='auto' or False for fresh coalitions")
+    use_vec = vectorize is True or (vectorize == "auto" and _auto_vectorize(r, method)
+                                     and not (method == "lime" and coalitions == "fresh"))
     out_device = x.device
     dev = r.device
     xd = x.to(dev)
@@ -227,16 +278,8 @@ def explanation_distribution(
     def tgt(rows: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(rows), dtype=torch.long, device=dev) if regression else rows
 
-    def common_generator() -> tuple[torch.Generator, Any]:
-        base = generator
-        if base is None:
-            base = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-        return base, base.get_state()
-
     if use_vec and method == "lime":
-        base, state = common_generator()
-        g_c = torch.Generator(device=base.device)
-        g_c.set_state(state)
+        g_c = realisation_generators(generator, 1, "shared")[0]
         tg_all = torch.zeros((t_all, n), dtype=torch.long, device=dev) if regression else targets
         dist = _lime_distribution(r, xd, tg_all, explain_score, batch_size, g_c, dict(method_kwargs))
     elif use_vec:
@@ -262,11 +305,9 @@ def explanation_distribution(
                 res[r0:r0 + g, i0:i0 + nb] = a.detach().reshape(g, nb, *x.shape[1:]).float()
         dist = res
     else:
-        base, state = common_generator()
+        gens = realisation_generators(generator, t_all, coalitions)
         outs = []
-        for t in range(t_all):
-            g_t = torch.Generator(device=base.device)
-            g_t.set_state(state)
+        for t, g_t in enumerate(gens):
             with r.frozen(t) as m:
                 tr = tgt(torch.empty(n)) if regression else targets[t]
                 a = _explainers.explain(m, xd, tr, method, score=explain_score, batch_size=batch_size, generator=g_t, **method_kwargs)

@@ -4,13 +4,25 @@ Given T explanations E_1..E_T of one input (Mulye & Valdenegro-Toro 2024, Sec. 3
 
 * mean map   E_mu    = (1/T) sum_t E_t
 * std map    E_sigma = sqrt((1/T) sum_t (E_t - E_mu)^2)      (population std, ``ddof=0``)
-* CV map     CV      = E_sigma / (|E_mu| + eps_n)
+* CV map     CV      = E_sigma / |E_mu|
 
-**Epsilon rule (no inf or NaN ever).** ``eps_n = rel_eps * max_j |E_mu[n, j]|`` (the scale of input n's
-mean map) ``+ abs_eps``. Features whose mean and std are both exactly zero get CV = 0; a feature with
-|E_mu| below ``rel_eps`` of the map's scale gets a large but finite CV, which is the instability the
-paper warns about. With ``absolute=True`` (maps of |E_t|, the paper's heatmaps) every sample is >= 0, so
-the CV is bounded by sqrt(T - 1) and the guard only matters for all-zero features.
+**Where the CV is undefined.** A feature whose mean and std are both (near) zero across the T
+realisations (|E_mu| <= tol_n and E_sigma <= tol_n, with ``tol_n = zero_tol * max_j (|E_mu[n, j]| +
+E_sigma[n, j])``, the scale of input n's maps) has CV = 0/0: it carries no attribution in any
+realisation. Integrated Gradients with a zero baseline is exactly 0 on every black pixel, for example.
+Its CV is NaN in the map and such features are **left out** of every per-input CV summary; the share
+left out is reported as ``undefined_share``. Counting them as CV = 0 would make a map that is zero on
+half its features look twice as certain as it is.
+
+**Epsilon rule for the rest (never inf).** Elsewhere CV = E_sigma / (|E_mu| + eps_n), ``eps_n = rel_eps *
+max_j |E_mu[n, j]| + abs_eps``: a feature with |E_mu| far below the map's scale but a clear spread gets a
+large but finite CV, the instability the paper warns about. With ``absolute=True`` (maps of |E_t|, the
+paper's heatmaps) every sample is >= 0, so the CV is bounded by sqrt(T - 1).
+
+**Two per-input summaries** (:meth:`ExplanationSummary.per_input`): ``cv_mean``, the mean of the CV map
+over the features where it is defined, and ``cv_global`` = sum_j E_sigma / sum_j |E_mu|, the ratio of
+totals, which weighs features by their attribution mass and needs no exclusion (all-zero features add
+0 to both sums).
 
 References:
     Mulye & Valdenegro-Toro, "Uncertainty quantification for gradient-based explanations in neural networks", 2024.
@@ -26,7 +38,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from .._validation import check_labels, check_positive, check_tensor
+from .._validation import check_int, check_labels, check_positive, check_tensor
 from ..metrics._meta import metric
 
 __all__ = [
@@ -39,6 +51,7 @@ __all__ = [
     "kruskal_by_class",
     "map_rank_correlation",
     "predictive_uncertainty",
+    "planted_distribution",
 ]
 
 
@@ -49,9 +62,11 @@ class ExplanationSummary:
     Attributes:
         mean: E_mu (raw attribution units; >= 0 when built from absolute maps).
         std: E_sigma (>= 0).
-        cv: E_sigma / (|E_mu| + eps), finite, >= 0.
-        eps: (N,) the epsilon used per input (see the module docstring).
+        cv: E_sigma / (|E_mu| + eps), >= 0 and finite where defined, NaN where mean and std are both
+            (near) zero (see the module docstring).
+        eps: (N,) the epsilon used per input.
         n_realisations: T.
+        defined: bool map, False where the CV is undefined (0/0); None means "wherever ``cv`` is not NaN".
     """
 
     mean: torch.Tensor
@@ -59,20 +74,40 @@ class ExplanationSummary:
     cv: torch.Tensor
     eps: torch.Tensor
     n_realisations: int
+    defined: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.defined is None:
+            self.defined = ~torch.isnan(self.cv)
 
     def per_input(self) -> dict[str, torch.Tensor]:
-        """Scalar summaries per input, each (N,): ``cv_mean`` (mean CV over features), ``cv_median``,
-        ``std_mean`` (mean std over features), ``mean_abs`` (mean |E_mu|) and ``cv_global``
-        (sum of std / sum of |mean|, a ratio of totals that is robust to near-zero features)."""
+        """Scalar summaries per input, each (N,).
+
+        * ``cv_mean``: mean of the CV over the features where it is defined (NaN if there are none);
+        * ``cv_median``: median of the same;
+        * ``cv_global``: ratio of totals sum_j E_sigma / sum_j |E_mu| (NaN for an all-zero map);
+        * ``undefined_share``: share of features left out of ``cv_mean`` (mean and std both ~0);
+        * ``std_mean``: mean std over all features; ``mean_abs``: mean |E_mu| over all features.
+        """
         n = self.mean.shape[0]
-        cv, sd, mu = self.cv.reshape(n, -1), self.std.reshape(n, -1), self.mean.reshape(n, -1).abs()
+        cv = self.cv.reshape(n, -1).double()
+        ok = self.defined.reshape(n, -1)
+        sd, mu = self.std.reshape(n, -1).double(), self.mean.reshape(n, -1).abs().double()
+        n_ok = ok.sum(1)
+        cv0 = torch.where(ok, cv, torch.zeros_like(cv))
+        cv_mean = torch.where(n_ok > 0, cv0.sum(1) / n_ok.clamp_min(1), torch.full_like(cv0[:, 0], float("nan")))
+        cv_median = torch.where(ok, cv, torch.full_like(cv, float("nan"))).nanmedian(1).values
         tot = mu.sum(1)
+        cv_global = torch.where(tot > 0, sd.sum(1) / tot.clamp_min(torch.finfo(tot.dtype).tiny),
+                                torch.full_like(tot, float("nan")))
+        dt = self.cv.dtype
         return {
-            "cv_mean": cv.mean(1),
-            "cv_median": cv.median(1).values,
-            "std_mean": sd.mean(1),
-            "mean_abs": mu.mean(1),
-            "cv_global": torch.where(tot > 0, sd.sum(1) / tot.clamp_min(torch.finfo(tot.dtype).tiny), torch.zeros_like(tot)),
+            "cv_mean": cv_mean.to(dt),
+            "cv_median": cv_median.to(dt),
+            "cv_global": cv_global.to(dt),
+            "undefined_share": (1.0 - n_ok.double() / ok.shape[1]).to(dt),
+            "std_mean": sd.mean(1).to(dt),
+            "mean_abs": mu.mean(1).to(dt),
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -108,7 +143,7 @@ def postprocess_maps(dist: Any, *, absolute: bool = False, channel_reduce: str |
 
 
 def summarize(dist: Any, *, absolute: bool = False, channel_reduce: str | None = None, rel_eps: float = 1e-8,
-              abs_eps: float = 1e-12) -> ExplanationSummary:
+              abs_eps: float = 1e-12, zero_tol: float = 1e-6) -> ExplanationSummary:
     """Mean, std and coefficient-of-variation maps of an explanation distribution.
 
     Args:
@@ -116,41 +151,61 @@ def summarize(dist: Any, *, absolute: bool = False, channel_reduce: str | None =
             :func:`~xcal_core.uq.explanation_distribution`).
         absolute, channel_reduce: see :func:`postprocess_maps` (applied to each E_t first).
         rel_eps: relative epsilon (>= 0) times the scale max|E_mu| of each input's mean map.
-        abs_eps: absolute floor (> 0) added to the denominator so all-zero maps give CV = 0.
+        abs_eps: absolute floor (> 0) added to the denominator.
+        zero_tol: relative tolerance in [0, 1) for "mean and std both zero": a feature whose |E_mu| and
+            E_sigma are both <= ``zero_tol`` times its input's scale max_j (|E_mu| + E_sigma) has an
+            undefined CV (NaN, left out of the per-input CV summaries). 0 leaves out exact zeros only.
 
     Returns:
         :class:`ExplanationSummary` with maps (N, ...).
 
     Raises:
-        ValueError: T < 2, NaN/inf values, negative ``rel_eps`` or non-positive ``abs_eps``.
+        ValueError: T < 2, NaN/inf values, negative ``rel_eps``, non-positive ``abs_eps``, ``zero_tol``
+            outside [0, 1).
+
+    References:
+        Mulye & Valdenegro-Toro, "Uncertainty quantification for gradient-based explanations in neural
+        networks", 2024, Sec. 3 (E_mu, E_sigma and CV = E_sigma / E_mu).
     """
     d = postprocess_maps(dist, absolute=absolute, channel_reduce=channel_reduce)
     if d.shape[0] < 2:
         raise ValueError(f"`dist` must hold T >= 2 realisations along axis 0, got T = {d.shape[0]}")
     check_positive(rel_eps, "rel_eps", strict=False)
     check_positive(abs_eps, "abs_eps")
+    if not isinstance(zero_tol, (int, float)) or isinstance(zero_tol, bool) or not 0.0 <= float(zero_tol) < 1.0:
+        raise ValueError(f"`zero_tol` must be a number in [0, 1), got {zero_tol!r}")
     d64 = d.double()
     mean = d64.mean(0)
     std = d64.std(0, correction=0)
     n = mean.shape[0]
+    shape = (n, *([1] * (mean.ndim - 1)))
     scale = mean.abs().reshape(n, -1).amax(1)
     eps = rel_eps * scale + abs_eps
-    cv = std / (mean.abs() + eps.reshape(n, *([1] * (mean.ndim - 1))))
+    cv = std / (mean.abs() + eps.reshape(shape))
     fmax = torch.finfo(d.dtype).max if d.is_floating_point() else torch.finfo(torch.float32).max
     cv = torch.nan_to_num(cv, nan=0.0, posinf=fmax).clamp_max(fmax)
+    tol = (float(zero_tol) * (mean.abs() + std).reshape(n, -1).amax(1)).reshape(shape)
+    defined = ~((mean.abs() <= tol) & (std <= tol))
+    cv = torch.where(defined, cv, torch.full_like(cv, float("nan")))
     dt = d.dtype if d.is_floating_point() else torch.float32
-    return ExplanationSummary(mean=mean.to(dt), std=std.to(dt), cv=cv.to(dt), eps=eps.to(dt), n_realisations=d.shape[0])
+    return ExplanationSummary(mean=mean.to(dt), std=std.to(dt), cv=cv.to(dt), eps=eps.to(dt), n_realisations=d.shape[0],
+                              defined=defined)
 
 
 @metric(higher_is_better=False, category="uncertainty")
-def explanation_cv(dist: Any, *, absolute: bool = True, channel_reduce: str | None = None, rel_eps: float = 1e-8) -> torch.Tensor:
+def explanation_cv(dist: Any, *, absolute: bool = True, channel_reduce: str | None = None, rel_eps: float = 1e-8,
+                   zero_tol: float = 1e-6) -> torch.Tensor:
     """Mean coefficient of variation of each input's explanation distribution, (N,) (lower = more certain).
+
+    The mean runs over the features where the CV is defined (features whose mean and std are both ~0
+    are left out, see :func:`summarize`); NaN for an input whose maps are zero everywhere.
 
     Args:
         dist: (T, N, ...) explanation distribution.
-        absolute, channel_reduce, rel_eps: see :func:`summarize` (absolute maps by default).
+        absolute, channel_reduce, rel_eps, zero_tol: see :func:`summarize` (absolute maps by default).
     """
-    return summarize(dist, absolute=absolute, channel_reduce=channel_reduce, rel_eps=rel_eps).per_input()["cv_mean"]
+    return summarize(dist, absolute=absolute, channel_reduce=channel_reduce, rel_eps=rel_eps,
+                     zero_tol=zero_tol).per_input()["cv_mean"]
 
 
 @metric(higher_is_better=False, category="uncertainty")
@@ -159,19 +214,30 @@ def explanation_std(dist: Any, *, absolute: bool = True, channel_reduce: str | N
     return summarize(dist, absolute=absolute, channel_reduce=channel_reduce).per_input()["std_mean"]
 
 
+def _defined_values(values: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(values, labels) as numpy arrays without the NaN values (inf is an error)."""
+    v = check_tensor(values, "values", ndim=1, dtype=torch.float64, finite=False).detach().cpu().numpy()
+    if np.isinf(v).any():
+        raise ValueError(f"`values` contains {int(np.isinf(v).sum())} inf value(s)")
+    y = check_labels(labels, "labels", n=len(v)).cpu().numpy()
+    keep = ~np.isnan(v)
+    return v[keep], y[keep]
+
+
 def class_summary(values: Any, labels: Any, class_names: list[str] | None = None) -> pd.DataFrame:
     """Per-class statistics of a per-input scalar (e.g. ``cv_mean``).
 
     Args:
-        values: (N,) float per-input values.
+        values: (N,) float per-input values; NaN (an undefined summary, e.g. the CV of an all-zero
+            map) is left out.
         labels: (N,) int64 class of each input (true or predicted).
         class_names: optional names indexed by label.
 
     Returns:
-        DataFrame with columns class, name, n, mean, median, std, sorted by class.
+        DataFrame with columns class, name, n, mean, median, std, sorted by class (n counts the
+        defined values).
     """
-    v = check_tensor(values, "values", ndim=1, dtype=torch.float64).detach().cpu().numpy()
-    y = check_labels(labels, "labels", n=len(v)).cpu().numpy()
+    v, y = _defined_values(values, labels)
     rows = []
     for c in np.unique(y):
         vc = v[y == c]
@@ -184,7 +250,8 @@ def kruskal_by_class(values: Any, labels: Any) -> tuple[float, float]:
     """Kruskal-Wallis H test of a per-input scalar grouped by class.
 
     Args:
-        values: (N,) float; labels: (N,) int64. Classes with fewer than 2 inputs are dropped.
+        values: (N,) float (NaN values, undefined summaries, are left out); labels: (N,) int64.
+            Classes with fewer than 2 defined values are dropped.
 
     Returns:
         (H statistic, p-value).
@@ -192,8 +259,7 @@ def kruskal_by_class(values: Any, labels: Any) -> tuple[float, float]:
     Raises:
         ValueError: fewer than two classes with at least 2 inputs.
     """
-    v = check_tensor(values, "values", ndim=1, dtype=torch.float64).detach().cpu().numpy()
-    y = check_labels(labels, "labels", n=len(v)).cpu().numpy()
+    v, y = _defined_values(values, labels)
     groups = [v[y == c] for c in np.unique(y) if (y == c).sum() >= 2]
     if len(groups) < 2:
         raise ValueError("`labels` must contain at least two classes with >= 2 inputs each for a Kruskal-Wallis test")
@@ -247,3 +313,45 @@ def predictive_uncertainty(outputs: Any) -> dict[str, torch.Tensor]:
     exp_ent = -(p * logp).sum(-1).mean(0)
     return {"entropy": ent.float(), "expected_entropy": exp_ent.float(),
             "mutual_information": (ent - exp_ent).clamp_min(0).float(), "mean_probs": pm.float()}
+
+
+def planted_distribution(n_inputs: int, n_features: int, n_realisations: int, *, cv: float = 0.5,
+                         zero_share: float = 0.5, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An explanation distribution whose CV is known: zero on some features, a planted CV on the rest.
+
+    On a share ``zero_share`` of the features (chosen at random per input) every realisation is exactly 0,
+    like Integrated Gradients with a zero baseline on black pixels. On the others
+    E_t[n, j] = m[n, j] * (1 + cv * s_t[n, j]) with m ~ U(0.5, 1.5) and signs s = +1 for exactly half of
+    the T realisations and -1 for the other half, so the population std is exactly ``cv * m`` and every
+    defined feature has CV = ``cv``. A correct per-input summary reports ``cv``; counting the all-zero
+    features as CV = 0 reports ``cv * (1 - zero_share)``.
+
+    Args:
+        n_inputs, n_features: N >= 1 inputs of D >= 2 features.
+        n_realisations: T >= 2, even.
+        cv: the planted CV in [0, 1] (<= 1 keeps every sample >= 0, like absolute maps).
+        zero_share: share of the features that are zero in every realisation, in [0, 1).
+        generator: torch generator for m, the signs and the zero features.
+
+    Returns:
+        (dist (T, N, D) float32, varying (N, D) bool: the features that are not all-zero).
+    """
+    n = check_int(n_inputs, "n_inputs", low=1)
+    d = check_int(n_features, "n_features", low=2)
+    t = check_int(n_realisations, "n_realisations", low=2)
+    if t % 2:
+        raise ValueError(f"`n_realisations` must be even (half +1, half -1 signs), got {t}")
+    if not isinstance(cv, (int, float)) or not 0.0 <= float(cv) <= 1.0:
+        raise ValueError(f"`cv` must be in [0, 1], got {cv!r}")
+    if not isinstance(zero_share, (int, float)) or not 0.0 <= float(zero_share) < 1.0:
+        raise ValueError(f"`zero_share` must be in [0, 1), got {zero_share!r}")
+    n_zero = int(round(float(zero_share) * d))
+    order = torch.rand(n, d, generator=generator).argsort(1)
+    varying = torch.ones(n, d, dtype=torch.bool)
+    varying.scatter_(1, order[:, :n_zero], False)
+    m = 0.5 + torch.rand(n, d, generator=generator)
+    signs = torch.cat([torch.ones(t // 2, n, d), -torch.ones(t // 2, n, d)])
+    perm = torch.rand(t, n, d, generator=generator).argsort(0)
+    signs = torch.gather(signs, 0, perm)
+    dist = m * (1 + float(cv) * signs) * varying
+    return dist.float(), varying
