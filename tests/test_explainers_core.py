@@ -527,3 +527,25 @@ def test_errors(cnn, data):
         explain(cnn, x, y, "lrp", score="probability")
     with pytest.raises(ValueError, match="needs image inputs"):
         explain(TinyMLP().eval(), torch.rand(3, 6), 0, "gradcam", layer="net.0")
+
+
+def test_guided_backprop_and_deconvolution_are_silent():
+    # Captum announces its ReLU hooks with a UserWarning on every call; explain() silences exactly that
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    x = torch.randn(2, 4)
+    for method in ("guided_backprop", "deconvolution"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            explain(model, x, 0, method)
+        assert not [w for w in caught if "backward hooks" in str(w.message)], method
+    # other warnings still reach the caller
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from xcal_core.explainers.core import _quiet_captum
+
+        with _quiet_captum():
+            warnings.warn("something else", UserWarning)
+    assert [str(w.message) for w in caught] == ["something else"]

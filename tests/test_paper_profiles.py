@@ -148,6 +148,9 @@ def test_nb02_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     sal = metrics[metrics.experiment.str.startswith("saliency/")]
     assert set(sal.model) == {"vgg_cifar", "resnet_cifar", "tv:resnet50", "tv:efficientnet_b0"}
     assert {"ssim", "deletion_area", "btr", "otsu_tv", "lipschitz", "mass_in_mask"} <= set(sal.metric)
+    # the calibration-invariant view (every map scored by the same network) is there for every model
+    assert {"inv_deletion_area", "inv_btr", "inv_insertion_area"} <= set(sal.metric)
+    assert set(sal[sal.metric == "inv_deletion_area"].model) == set(sal.model)
 
 
 _CIFAR_STANDIN = "cifar10"  # the paper profile's own entry: without data it falls back to standin:cifar10
@@ -194,8 +197,9 @@ def test_nb04_paper_profile_runs_on_standins(tmp_path, monkeypatch):
 
 NB03_UE = ["mc_dropout", "dropconnect", "flipout", "ensemble"]
 NB03_TINY = {
-    "IMAGE_SIZE": 16, "N_TRAIN": 64, "N_TEST": 100, "N_EPOCHS": 1, "N_REALISATIONS": 3, "N_MEMBERS": 2, "IG_STEPS": 4,
-    "LIME_SAMPLES": 20, "N_EXPLAIN": 10, "N_EXPLAIN_LIME": 4, "PERTURB_STEP_FRACTION": 0.1, "REG_EPOCHS": 2, "N_SHOW": 1,
+    "IMAGE_SIZE": 16, "N_TRAIN": 64, "N_CAL": 32, "N_TEST": 100, "N_EPOCHS": 1, "N_REALISATIONS": 4, "N_MEMBERS": 2,
+    "IG_STEPS": 4, "LIME_SAMPLES": 20, "N_EXPLAIN": 10, "N_EXPLAIN_LIME": 4, "N_TRUE_LOGIT": 4, "N_PERTURB": 4,
+    "PERTURB_STEP_FRACTION": 0.1, "REG_EPOCHS": 2,
 }
 
 
@@ -204,7 +208,7 @@ NB03_TINY = {
 def test_nb03_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     # the paper profile itself: CIFAR-10 with the width-32 miniVGG-like CNN, California housing, T = 50, M = 10
     paper, _ = resolve_params(load_schema("03_uncertainty_of_explanations"), {"PROFILE": "paper"})
-    assert (paper["DATASETS"], paper["REGRESSION_DATASET"], paper["CNN_WIDTH"]) == (["cifar10"], "california_housing", 32)
+    assert (paper["DATASET"], paper["REGRESSION_DATASET"], paper["CNN_WIDTH"]) == ("cifar10", "california_housing", 32)
     assert (paper["N_REALISATIONS"], paper["N_MEMBERS"], paper["UE_METHODS"]) == (50, 10, NB03_UE)
     metrics, claims = _run_announced("03_uncertainty_of_explanations", NB03_TINY, [
         "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes",

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -362,11 +363,27 @@ def explain(
         _check_options(method, fn := METHODS[method], kwargs)
         if method in NEEDS_LAYER:
             kwargs["layer"] = resolve_layer(model, kwargs.get("layer"))
-        attr = fn(wrapped, xd, t, score=score, batch_size=batch_size, generator=generator, **kwargs)
+        with _quiet_captum():
+            attr = fn(wrapped, xd, t, score=score, batch_size=batch_size, generator=generator, **kwargs)
     if not isinstance(attr, torch.Tensor) or attr.shape != x.shape:
         got = tuple(attr.shape) if isinstance(attr, torch.Tensor) else type(attr).__name__
         raise RuntimeError(f"method {method!r} returned {got}, expected a tensor shaped like `x` {tuple(x.shape)}")
     return attr.detach().to(device=out_device, dtype=torch.float32)
+
+
+@contextmanager
+def _quiet_captum():
+    """Silence two informational Captum warnings where they arise, and nothing else.
+
+    * "Setting backward hooks on ReLU activations ...": Captum's Guided Backprop / Deconvolution say on
+      every call that they hook the ReLUs (and remove the hooks afterwards), which is what they are for.
+    * "IProgress not found ...": importing Captum imports ``tqdm.auto``, which warns in a Jupyter
+      kernel without ipywidgets; Captum's progress bars are never shown here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        yield
 
 
 # --------------------------------------------------------------------------------------------
