@@ -365,3 +365,20 @@ def test_cli_parameters_are_never_dropped(nbdir, tmp_path, capsys):
     assert main(base + ["-p", name, str(schema.by_name[name].default)]) == 0
     explicit = capsys.readouterr().out
     assert explicit.split("->")[1] != plain.split("->")[1]  # its own folder: the default value, not the preset
+
+
+def test_cli_reference_record_and_summary(nbdir, tmp_path, capsys):
+    """--reference writes make_run.json (commit, minutes, cold cache, machine) beside the copied runs;
+    --summary writes the scoreboard over the batch."""
+    from xcal_core.run import main
+
+    _nb(nbdir / "00_quickstart.ipynb", OK)
+    ref, summary = tmp_path / "reference", tmp_path / "summary"
+    rc = main(["--profile", "smoke", "--notebooks", "00", "--notebook-dir", str(nbdir), "--out", str(tmp_path / "out"),
+               "--reference", str(ref), "--summary", str(summary)])
+    assert rc == 0, capsys.readouterr()
+    rec = json.loads((ref / "make_run.json").read_text())
+    assert rec["n_runs"] == 1 and rec["n_failed"] == 0 and rec["minutes"] > 0 and "CPU cores" in rec["machine"]
+    assert {"git_sha", "cold_cache", "shipped_checkpoints", "started"} <= set(rec)
+    board = pd.read_csv(summary / "scoreboard.csv")
+    assert sorted(board["claim_id"]) == ["C1", "C2"] and (summary / "scoreboard.png").exists()

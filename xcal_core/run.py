@@ -9,14 +9,19 @@ with a one-line summary (exit status 143 / 130); running the same command again 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from .params import PROFILES, repo_root
 from .batch import EXECUTORS, BatchInterrupted, _raise_on_signal, plan_runs, run_batch, summary_table, yaml_load
-from .report import copy_reference_runs, format_scoreboard, scoreboard
+from .report import copy_reference_runs, format_scoreboard, scoreboard, write_scoreboard_summary
 from .runs import load_runs
+from .runtime import env_summary
 
 
 def _parse_param(items: list[list[str]] | None) -> dict:
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lost-workers-timeout", type=float, default=300.0, metavar="SECONDS",
                     help="dask: give up the waiting runs after this long without any worker (default 300)")
     ap.add_argument("--reference", default=None, help="copy the completed runs here afterwards (replacing it), e.g. papermill_runs/reference")
+    ap.add_argument("--summary", default=None, metavar="DIR",
+                    help="write the scoreboard over all runs of this batch to DIR (e.g. papermill_runs/seeds_summary)")
     ap.add_argument("--dry-run", action="store_true", help="only list the planned runs")
     a = ap.parse_args(argv)
     try:
@@ -60,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         for s in specs:
             print(f"{s.notebook_id}  {s.params}  -> {s.run_dir}")
         return 0
+    cache_models = Path(os.environ.get("XCAL_CACHE_DIR") or root / ".cache" / "xcal") / "models"
+    cold_cache = not any(cache_models.glob("*.pt")) if cache_models.is_dir() else True
+    t0, started = time.time(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     previous = signal.signal(signal.SIGTERM, _raise_on_signal)  # SIGTERM ends like Ctrl-C: workers stopped, summary
     try:
         results = run_batch(specs, executor=a.executor, workers=a.workers, kernel_name=a.kernel, resume=not a.no_resume,
@@ -82,11 +92,32 @@ def main(argv: list[str] | None = None) -> int:
     if run_dirs:
         print("\nScoreboard (claims of the papers on our data):")
         print(format_scoreboard(scoreboard(load_runs(run_dirs, table="claims"))))
+    minutes = (time.time() - t0) / 60
+    if a.summary and run_dirs:
+        write_scoreboard_summary(run_dirs, a.summary)
+        print(f"\nscoreboard over {len(run_dirs)} run(s) written to {Path(a.summary).resolve()}")
     if a.reference:
         copied = copy_reference_runs([r.spec.run_dir for r in results], a.reference)
+        if copied:
+            _write_batch_record(Path(a.reference), results, minutes, started, cold_cache)
         print(f"\nreference run: {len(copied)} run(s) copied to {Path(a.reference).resolve()}")
     print(f"\nresults under {Path(a.out).resolve()}")
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _write_batch_record(reference: Path, results, minutes: float, started: str, cold_cache: bool) -> None:
+    """``make_run.json`` beside the reference runs: what produced them, for README's generated text."""
+    from .models.cache import shipped_dir
+
+    env = env_summary()
+    gpu = env.get("gpu") or env.get("cuda_device")
+    rec = {
+        "git_sha": env.get("git_sha"), "git_dirty": env.get("git_dirty"), "started": started,
+        "minutes": round(minutes, 2), "cold_cache": cold_cache, "shipped_checkpoints": shipped_dir() is not None,
+        "n_runs": len(results), "n_failed": sum(r.status == "failed" for r in results),
+        "machine": f"{os.cpu_count()} CPU cores" + (f", {gpu}" if gpu else ", no GPU"),
+    }
+    (reference / "make_run.json").write_text(json.dumps(rec, indent=1) + "\n")
 
 
 if __name__ == "__main__":
