@@ -11,7 +11,7 @@ TORCH    ?= default
 PINS     := requirements.txt requirements-nodeps.txt pyproject.toml
 STAMP    := $(VENV)/.xcal-pins-$(shell cat $(PINS) | sha256sum | cut -c1-16)
 
-.PHONY: run test venv data kernel bench lab book retrain clean-runs help
+.PHONY: run test venv data kernel bench lab book retrain seeds clean-runs help
 
 help:
 	@echo "make run    execute notebooks/ in number order (PROFILE=$(PROFILE)) -> papermill_runs/$(PROFILE)/"
@@ -19,6 +19,7 @@ help:
 	@echo "make lab    start JupyterLab with the xcal kernel"
 	@echo "make bench  run the benchmarks in benchmarks/"
 	@echo "make retrain  train every workshop model again (ignoring checkpoints/) and ship the new checkpoints"
+	@echo "make seeds  the workshop profile over 5 seeds (Dask, 2 workers) -> papermill_runs/seeds_summary/"
 	@echo "make book   render the reference run into a static web site in site/ (open site/index.html)"
 	@echo "make venv TORCH=cpu   the environment with PyTorch's CPU-only wheels (laptops without a GPU)"
 	@echo "make data   make sure the real Fashion-MNIST files are there (installs Debian's dataset-fashion-mnist as root)"
@@ -87,6 +88,7 @@ REFERENCE := $(if $(NOTEBOOKS),,$(if $(filter workshop,$(PROFILE)),--reference p
 
 run: venv data
 	$(PY) -m xcal_core.run --profile $(PROFILE) $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS),) $(REFERENCE)
+	@$(if $(REFERENCE),$(PY) -m xcal_core.docs,true)
 
 test: venv data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -103,6 +105,12 @@ retrain: venv data
 	XCAL_SHIPPED_CHECKPOINTS=off XCAL_CACHE_DIR=$(CURDIR)/$(RETRAIN_CACHE) $(PY) -m xcal_core.run --profile workshop \
 	  --out papermill_runs/retrain
 	$(PY) -m xcal_core.checkpoints --ship-from $(RETRAIN_CACHE)
+
+# The seeds sweep: notebooks 01-05 over seeds 0-4 (then the report), summarised across seeds.
+seeds: venv data
+	$(PY) -m xcal_core.run --sweep papermill_runs/sweeps/seeds.yaml --executor dask --workers 2 \
+	  --summary papermill_runs/seeds_summary
+	$(PY) -m xcal_core.docs
 
 # The reference run as a static site (git-ignored, built on demand). With Chromium installed
 # (Debian: apt-get install chromium), also a screenshot of the index, to see what a reader sees.

@@ -45,3 +45,9 @@ def test_generated_sections_and_check(tmp_path):
     readme.write_text("<!-- begin generated: nope -->\nx\n<!-- end generated: nope -->\n")
     with pytest.raises(ValueError, match="'nope' has no generator"):
         update_readme(readme, root)
+
+
+def test_readme_numbers_match_the_committed_runs():
+    """README's generated sections equal what the committed reference run and seeds summary give
+    (regenerate with `python -m xcal_core.docs`; make run and make seeds do it)."""
+    assert update_readme(check=True) == []
