@@ -151,3 +151,12 @@ def test_ratio_and_sweep_verdicts():
     flat = np.tile(0.3 + 0.05 * g.random(80), (5, 1)) + 1e-5 * g.standard_normal((5, 80))
     v = sweep_verdict(temperature_sweep_summary(temps, flat, 2.1, eces=eces))
     assert v.verdict == "inconclusive" and "Friedman" in v.inconclusive
+
+
+def test_nb02_recipe_choices_are_recipes():
+    from xcal_core.models import RECIPES
+    from xcal_core.schemas.nb02_calibrate_to_interpret import RECIPE_NAMES, SCHEMA
+
+    assert set(RECIPE_NAMES) <= set(RECIPES)
+    assert set(RECIPE_NAMES) <= set(SCHEMA.by_name["MODELS"].choices)
+    assert SCHEMA.by_name["MODELS"].default[0] in RECIPES
