@@ -255,3 +255,109 @@ def test_calibration_floor_tells_planted_miscalibration_from_none():
         calibration_floor(p, "accuracy")
     with pytest.raises(ValueError, match="`floor` must hold >= 2"):
         compare_to_floor(0.1, [0.1])
+
+
+# ----------------------------------------------------------------------------------------------
+# CE_KL's floor and the per-level bandwidth rule, on planted cases with a known truth
+# ----------------------------------------------------------------------------------------------
+
+
+def _planted(n, k, scale, seed):
+    """Logits z, perfectly calibrated predictions p = softmax(z), labels y ~ p, and the same
+    predictions with a planted temperature (T = 0.5: over-confident, T = 2: under-confident)."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, k, generator=g, dtype=torch.float64) * scale
+    p = torch.softmax(z, 1)
+    y = torch.multinomial(p, 1, generator=g).squeeze(1)
+    return z, {1.0: p, 0.5: torch.softmax(z / 0.5, 1), 2.0: torch.softmax(z / 2.0, 1)}, y
+
+
+def test_ce_kl_floor_is_calibration_floor_in_one_pass():
+    from xcal_core.metrics import calibration_floor, ce_kl_floor, compare_to_floor
+
+    _, sets, y = _planted(300, 4, 2.0, seed=1)
+    q = sets[0.5]
+    f = ce_kl_floor(q, y, 0.05, n_draws=6, generator=torch.Generator().manual_seed(3))
+    # the same draws as calibration_floor with the same generator state, and the same estimate
+    draws = calibration_floor(q, "ce_kl", n_draws=6, generator=torch.Generator().manual_seed(3), bandwidth=0.05)
+    ref = compare_to_floor(ce_kl(q, y, 0.05), draws)
+    for key in ("value", "floor_mean", "floor_sd", "floor_q95", "excess"):
+        assert getattr(f, key) == pytest.approx(getattr(ref, key), rel=1e-9, abs=1e-12)
+    # calibration_floor's shared kernel pass for ce_kl equals evaluating each draw separately
+    loop = calibration_floor(q, lambda pr, lab: ce_kl(pr, lab, 0.05), n_draws=6, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(draws, loop, rtol=1e-9, atol=1e-12)
+    # groups are passed through (copies grouped: the same floor as without copies)
+    grp = torch.arange(300).repeat(2)
+    fg = ce_kl_floor(q.repeat(2, 1), y.repeat(2), 0.05, groups=grp, n_draws=3, generator=torch.Generator().manual_seed(0))
+    assert fg.value == pytest.approx(ce_kl(q, y, 0.05), rel=1e-9)
+    with pytest.raises(ValueError, match="`n_draws`"):
+        ce_kl_floor(q, y, 0.05, n_draws=1)
+    with pytest.raises(ValueError, match="`bandwidth`"):
+        ce_kl_floor(q, y, 0.0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 6.0], ids=["diffuse", "confident"])
+def test_ce_kl_against_its_floor_on_planted_cases(scale):
+    """Calibrated predictions (labels drawn from them): the estimate lies within its floor's noise.
+    Planted over-confidence (T = 0.5): clearly above the floor. Planted under-confidence (T = 2): clearly
+    outside the floor's band, but *below* it: the estimator's bias grows with the entropy of the labels,
+    the floor draws its labels from the (flatter) predictions while the real labels are sharper. So the
+    test against the floor is two-sided, and ``excess`` is not a magnitude for under-confident models."""
+    from xcal_core.metrics import ce_kl_floor, select_bandwidth_pooled
+
+    n = 800
+    _, sets, y = _planted(n, 10, scale, seed=5)
+    h = select_bandwidth_pooled(list(sets.values()), [torch.arange(n)] * 3, generator=torch.Generator().manual_seed(0))
+    f = {t: ce_kl_floor(q, y, h, n_draws=20, generator=torch.Generator().manual_seed(7)) for t, q in sets.items()}
+    zs = {t: s.excess / s.floor_sd for t, s in f.items()}
+    assert abs(zs[1.0]) < 3 and f[1.0].value < f[1.0].floor_q95 + 2 * f[1.0].floor_sd
+    assert zs[0.5] > 5 and f[0.5].above_floor and f[0.5].excess > 0.05
+    assert zs[2.0] < -3
+
+
+def test_per_level_bandwidth_keeps_the_floor_low_where_one_clean_bandwidth_does_not():
+    """The old rule: one bandwidth chosen on clean (confident) predictions, reused for perturbed
+    (diffuse) ones. On the diffuse predictions its floor is several times the floor at the bandwidth
+    chosen on them, and the planted over-confidence is still detected at the new bandwidth."""
+    from xcal_core.metrics import ce_kl_floor, select_bandwidth, select_bandwidth_pooled
+
+    n = 800
+    _, clean, _ = _planted(n, 10, 6.0, seed=2)
+    h_clean = select_bandwidth(clean[1.0])
+    _, diffuse, y = _planted(n, 10, 1.0, seed=3)
+    h_level = select_bandwidth_pooled(list(diffuse.values()), [torch.arange(n)] * 3)
+    assert h_level > 2 * h_clean
+    g = torch.Generator().manual_seed(1)
+    old = ce_kl_floor(diffuse[1.0], y, h_clean, n_draws=10, generator=g)
+    new = ce_kl_floor(diffuse[1.0], y, h_level, n_draws=10, generator=g)
+    assert new.floor_mean < 0.5 * old.floor_mean
+    assert abs(new.excess) < 3 * new.floor_sd
+    over = ce_kl_floor(diffuse[0.5], y, h_level, n_draws=10, generator=g)
+    assert over.excess > 10 * over.floor_sd
+
+
+def test_select_bandwidth_pooled():
+    from xcal_core.metrics import select_bandwidth_pooled
+
+    _, sets, _ = _planted(200, 3, 1.5, seed=4)
+    p = sets[1.0]
+    grid = [0.01, 0.03, 0.1, 0.3]
+    # one set, no subsampling: the plain LOO choice
+    assert select_bandwidth_pooled([p], grid=grid, max_rows=None) == select_bandwidth(p, grid)
+    # two sets of the same inputs, grouped by input: the copies do not leak into each other
+    ids = torch.arange(200)
+    assert select_bandwidth_pooled([p, p], [ids, ids], grid=grid, max_rows=None) == select_bandwidth(p, grid)
+    # ungrouped exact copies drive the choice to the smallest bandwidth
+    assert select_bandwidth_pooled([p, p], grid=grid, max_rows=None) == min(grid)
+    # subsampling is seeded
+    a = select_bandwidth_pooled(list(sets.values()), [ids] * 3, max_rows=150, generator=torch.Generator().manual_seed(0))
+    b = select_bandwidth_pooled(list(sets.values()), [ids] * 3, max_rows=150, generator=torch.Generator().manual_seed(0))
+    assert a == b
+    with pytest.raises(TypeError, match="`prob_sets`"):
+        select_bandwidth_pooled(p)
+    with pytest.raises(ValueError, match="number of classes"):
+        select_bandwidth_pooled([p, torch.full((5, 2), 0.5)])
+    with pytest.raises(ValueError, match=r"`groups\[1\]`"):
+        select_bandwidth_pooled([p, p], [ids, ids[:10]])
+    with pytest.raises(ValueError, match="`max_rows`"):
+        select_bandwidth_pooled([p], max_rows=1)

@@ -31,6 +31,8 @@ __all__ = [
     "calibration_floor",
     "FloorSummary",
     "compare_to_floor",
+    "ce_kl_floor",
+    "select_bandwidth_pooled",
 ]
 
 # Grid of Popordanoska et al. (2024): 50 log-spaced values in [1e-5, 1e-1] plus 0.2, 0.4, ..., 1.0.
@@ -404,6 +406,25 @@ def ce_kl(
         Estimation of Proper Calibration Errors. AISTATS 2024.
     """
     p, y = _inputs(probs, labels)
+    return float(_ce_kl_many(p, y[:, None], bandwidth, groups=groups, chunk_size=chunk_size, eps=eps)[0])
+
+
+def _ce_kl_many(
+    p: torch.Tensor,
+    label_sets: torch.Tensor,
+    bandwidth: float | None = None,
+    *,
+    groups: Any = None,
+    chunk_size: int = 512,
+    eps: float = 1e-45,
+) -> torch.Tensor:
+    """CE_KL of the same predictions under several label vectors, sharing one kernel pass.
+
+    The leave-one-out kernel weights depend on the predictions and the bandwidth only, so the
+    estimate for D label vectors costs one pass over the N x N kernel plus a (chunk, N) x (N, D*K)
+    product per chunk. ``p`` is a checked (N, K) probability tensor, ``label_sets`` (N, D) int64
+    labels on its device (column d is one label vector). Returns (D,) float64 estimates.
+    """
     if p.shape[0] < 2:
         raise ValueError(f"`probs` needs at least 2 samples for a leave-one-out estimate, got {p.shape[0]}")
     chunk_size = check_int(chunk_size, "chunk_size", low=1)
@@ -412,16 +433,17 @@ def ce_kl(
     h = select_bandwidth(p, groups=grp, chunk_size=chunk_size, eps=eps) if bandwidth is None else float(check_positive(bandwidth, "bandwidth"))
     p, log_p = _prepare(p, eps)
     n, k = p.shape
-    onehot = torch.nn.functional.one_hot(y, k).double()
+    d = label_sets.shape[1]
+    onehot = torch.nn.functional.one_hot(label_sets, k).double().reshape(n, d * k)  # (N, D*K)
     c = _dirichlet_terms(p, h, log_p)
-    total = torch.zeros((), dtype=torch.float64, device=p.device)
+    total = torch.zeros(d, dtype=torch.float64, device=p.device)
     for start, stop in _chunks(n, chunk_size):
         logk = _loo_log_kernel(p, log_p, c, h, start, stop, grp)
         w = torch.softmax(logk, dim=1)  # normalized LOO kernel weights per row
-        cal = (w @ onehot).clamp_min(eps)
-        kl = (cal * (cal.log() - log_p[start:stop])).sum(1)
-        total += kl.sum()
-    return float(total / n)
+        cal = (w @ onehot).reshape(stop - start, d, k).clamp_min(eps)
+        kl = (cal * (cal.log() - log_p[start:stop, None, :])).sum(2)  # (chunk, D)
+        total += kl.sum(0)
+    return total / n
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,7 +470,8 @@ def calibration_floor(
     Args:
         probs: (N, K) float probabilities, rows summing to 1.
         metric_fn: ``"ece"``, ``"classwise_ece"``, ``"ce_kl"`` or a callable ``f(probs, labels, **kw)
-            -> float``.
+            -> float``. For ``"ce_kl"`` every draw shares one pass over the N x N kernel (the
+            leave-one-out weights depend on the predictions only), so D draws cost about one estimate.
         n_draws: independent label draws (>= 2), for the floor's spread.
         generator: torch.Generator for the draws (on the CPU).
         **metric_kwargs: passed to the metric each time (e.g. ``n_bins=15``; for ``ce_kl`` pass the
@@ -465,12 +488,20 @@ def calibration_floor(
         metric_fn = fns[metric_fn]
     elif not callable(metric_fn):
         raise TypeError(f"`metric_fn` must be one of {list(fns)} or a callable, got {type(metric_fn).__name__}")
-    p_cpu = p.double().cpu().clamp_min(0)
+    if metric_fn is ce_kl:  # one kernel pass for every draw: the LOO weights do not depend on the labels
+        return _ce_kl_many(p, _draw_labels(p, n_draws, generator), **metric_kwargs).cpu()
+    labels = _draw_labels(p, n_draws, generator)
     out = torch.empty(n_draws, dtype=torch.float64)
     for d in range(n_draws):
-        y = torch.multinomial(p_cpu, 1, generator=generator).squeeze(1).to(p.device)
-        out[d] = float(metric_fn(p, y, **metric_kwargs))
+        out[d] = float(metric_fn(p, labels[:, d], **metric_kwargs))
     return out
+
+
+def _draw_labels(p: torch.Tensor, n_draws: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(N, n_draws) int64 labels, column d drawn as y_i ~ Categorical(p_i) (on the CPU, then moved to p's device)."""
+    p_cpu = p.double().cpu().clamp_min(0)
+    draws = [torch.multinomial(p_cpu, 1, generator=generator).squeeze(1) for _ in range(n_draws)]
+    return torch.stack(draws, dim=1).to(p.device)
 
 
 @dataclass(frozen=True)
@@ -494,6 +525,122 @@ class FloorSummary:
 
     def as_dict(self) -> dict[str, float | bool]:
         return {k: getattr(self, k) for k in ("value", "floor_mean", "floor_sd", "floor_q95", "excess", "above_floor")}
+
+
+def ce_kl_floor(
+    probs: Any,
+    labels: Any,
+    bandwidth: float | None = None,
+    *,
+    groups: Any = None,
+    n_draws: int = 20,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 512,
+    eps: float = 1e-45,
+) -> FloorSummary:
+    """CE_KL of ``probs`` against ``labels`` next to its floor: the same estimate under perfect calibration.
+
+    The floor is :func:`calibration_floor` ``(probs, "ce_kl", n_draws=..., generator=...,
+    bandwidth=..., groups=...)``: every label redrawn from the predictions themselves, so the true
+    CE_KL is 0 and whatever the estimator returns is its bias and noise at this sample size, with
+    these predictions and this bandwidth (same draws for the same generator state). The kernel
+    estimate of the calibration map is biased upwards wherever it averages few neighbours (a small
+    bandwidth, sparse or spread-out predictions), and that bias depends on the predictions: a
+    calibrator that softens predictions changes its own floor. Compare methods on
+    ``excess = value - floor_mean``, never on the raw values. The real labels and all the draws share
+    one pass over the N x N kernel.
+
+    Args:
+        probs: (N, K) float probabilities, rows summing to 1, N >= 2.
+        labels: (N,) int64 true classes in [0, K).
+        bandwidth: kernel bandwidth h > 0, or None to choose it by leave-one-out likelihood on
+            ``probs`` (:func:`select_bandwidth`). Pass the bandwidth every compared method uses.
+        groups: optional (N,) group ids left out together (see :func:`ce_kl`).
+        n_draws: label draws for the floor, >= 2.
+        generator: torch.Generator for the draws (CPU).
+        chunk_size: rows of the kernel matrix held in memory at once.
+        eps: floor on probabilities, as in :func:`ce_kl`.
+
+    Returns:
+        :class:`FloorSummary`: ``value`` (CE_KL with ``labels``), ``floor_mean``, ``floor_sd``,
+        ``floor_q95`` of the draws, ``excess = value - floor_mean`` and ``above_floor``
+        (``value > floor_q95``).
+
+    References:
+        Popordanoska, Gruber, Tiulpin, Buettner, Blaschko. Consistent and Asymptotically Unbiased
+        Estimation of Proper Calibration Errors. AISTATS 2024 (the estimator). Decker, Tresp,
+        Buettner. ReCalX, NeurIPS 2025 (CE_KL per perturbation level).
+    """
+    p, y = _inputs(probs, labels)
+    n_draws = check_int(n_draws, "n_draws", low=2)
+    sets = torch.cat([y[:, None], _draw_labels(p, n_draws, generator)], dim=1)
+    values = _ce_kl_many(p, sets, bandwidth, groups=groups, chunk_size=chunk_size, eps=eps).cpu()
+    return compare_to_floor(float(values[0]), values[1:])
+
+
+def select_bandwidth_pooled(
+    prob_sets: Sequence[Any],
+    groups: Sequence[Any] | None = None,
+    *,
+    max_rows: int | None = 2000,
+    generator: torch.Generator | None = None,
+    grid: Sequence[float] | None = None,
+    chunk_size: int = 512,
+    eps: float = 1e-45,
+) -> float:
+    """One Dirichlet-kernel bandwidth for several sets of predictions, by LOO likelihood on their pool.
+
+    The rule for comparing calibrators at one perturbation level: the predictions of every method
+    on the same perturbed inputs are pooled and the bandwidth that maximizes their leave-one-out
+    likelihood (:func:`select_bandwidth`) is used for all of them. It adapts to where the
+    predictions of that level lie in the simplex (clean ones in the corners, heavily perturbed
+    ones spread out), which a bandwidth chosen once on clean predictions does not, and it favours
+    no method. Rows with the same group id (the same input, in every set) are left out together,
+    since the methods' versions of one input are near-copies of each other.
+
+    Args:
+        prob_sets: one or more (N_s, K) probability tensors with the same K.
+        groups: optional, one (N_s,) int id tensor per set; equal ids in different sets mark the
+            same input. Default: no grouping across sets (each row its own group).
+        max_rows: choose on a random subset of at most this many pooled rows (the LOO likelihood
+            costs O(rows^2 K) per candidate); None uses all rows.
+        generator: torch.Generator for that subset (CPU).
+        grid, chunk_size, eps: as in :func:`select_bandwidth`.
+
+    Returns:
+        The bandwidth (float).
+
+    References:
+        Popordanoska et al., AISTATS 2024 (the LOO-likelihood bandwidth of the Dirichlet kernel).
+    """
+    if isinstance(prob_sets, torch.Tensor) or not isinstance(prob_sets, (list, tuple)) or not prob_sets:
+        raise TypeError("`prob_sets` must be a non-empty list of (N, K) probability tensors")
+    sets = [check_probs(q, f"prob_sets[{i}]").detach() for i, q in enumerate(prob_sets)]
+    if len({q.shape[1] for q in sets}) != 1:
+        raise ValueError(f"`prob_sets` must share the number of classes, got {[q.shape[1] for q in sets]}")
+    if groups is None:
+        offsets = np.cumsum([0] + [q.shape[0] for q in sets])
+        grp = [torch.arange(o, o + q.shape[0]) for o, q in zip(offsets, sets)]
+    else:
+        if len(groups) != len(sets):
+            raise ValueError(f"`groups` must hold one id tensor per set ({len(sets)}), got {len(groups)}")
+        grp = []
+        for i, (g, q) in enumerate(zip(groups, sets)):
+            g = torch.as_tensor(g).long().flatten().cpu()
+            if g.numel() != q.shape[0]:
+                raise ValueError(f"`groups[{i}]` must have one id per row of `prob_sets[{i}]` ({q.shape[0]}), got {g.numel()}")
+            grp.append(g)
+    dev = sets[0].device
+    pool = torch.cat([q.to(dev).double() for q in sets])
+    pool_g = torch.cat(grp).to(dev)
+    if max_rows is not None:
+        max_rows = check_int(max_rows, "max_rows", low=2)
+        if pool.shape[0] > max_rows:
+            keep = torch.randperm(pool.shape[0], generator=generator)[:max_rows].to(dev)
+            pool, pool_g = pool[keep], pool_g[keep]
+    if torch.unique(pool_g).numel() < 2:
+        raise ValueError("`prob_sets` must hold at least 2 distinct inputs (groups) to choose a bandwidth")
+    return select_bandwidth(pool, grid, groups=pool_g, chunk_size=chunk_size, eps=eps)
 
 
 def compare_to_floor(value: float, floor: Any) -> FloorSummary:
