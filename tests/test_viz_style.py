@@ -130,6 +130,17 @@ CATALOGUE = {
     "plot_reliability_diagram": (lambda: viz.plot_reliability_diagram(_probs(), _labels()), set()),
     "plot_ce_vs_level": (lambda: viz.plot_ce_vs_level(_ce_table(), logy=True), {"lines:4", "log"}),
     "plot_temperatures": (lambda: viz.plot_temperatures([1.0, 1.2, 1.0, 2.0], global_temperature=1.1), set()),
+    "plot_ce_with_floor": (lambda: viz.plot_ce_with_floor(_ce_table().assign(
+        ce_kl_floor=lambda d: 0.1 + 0.2 * d.level, ce_kl_floor_sd=0.02)), {"lines:4"}),
+    "plot_reliability_lines": (lambda: viz.plot_reliability_lines({"uncalibrated": _probs(0), "temperature_scaling": _probs(1),
+                                                                   "recalx": _probs(2)}, _labels()), {"lines:3"}),
+    "plot_floor_vs_bandwidth": (lambda: viz.plot_floor_vs_bandwidth(pd.DataFrame(
+        [{"set": s, "bandwidth": h, "ce_kl": 0.5 / (1 + 10 * h) + o + 0.05, "ce_kl_floor": 0.5 / (1 + 10 * h) + o,
+          "ce_kl_floor_sd": 0.01} for s, o in (("clean", 0.0), ("level 0.5", 0.2), ("level 1", 0.4))
+         for h in np.logspace(-5, 0, 12)]), chosen={"clean": 1e-3, "per level": 0.05}), {"lines:3", "log"}),
+    "plot_retrain_curves": (lambda: viz.plot_retrain_curves(pd.DataFrame(
+        [{"k": k, "method": m, "seed": s, "increase": 0.1 * k} for k in (1, 2, 3) for m in ("uncalibrated", "recalx")
+         for s in range(3)]), differ=[2]), {"lines:2"}),
     "plot_uncertainty_maps": (lambda: viz.plot_uncertainty_maps(_images(1)[0], _summaries(12), title="12 rows"), {"map"}),
     "plot_cv_by_class": (lambda: viz.plot_cv_by_class(torch.rand(200, generator=_gen()), torch.arange(200) % 20,
                                                       [f"class {i}" for i in range(20)], highlight=[3]), set()),

@@ -8,6 +8,7 @@ same helpers for the figures they compose (``slide_subplots``, ``outline_mask``,
 from .style import *  # noqa: F401,F403
 from .attributions import *  # noqa: F401,F403
 from .calibration import *  # noqa: F401,F403
+from .recalx import *  # noqa: F401,F403
 from .uq import *  # noqa: F401,F403
 from .report import *  # noqa: F401,F403
 from .training import *  # noqa: F401,F403
