@@ -152,17 +152,15 @@ def claim_class_differences(kruskal: Mapping[str, pd.DataFrame], *, dataset: str
         kruskal: {CV summary: :func:`~xcal_core.uq.class_kruskal_table` output (ue, explainer, H, p_value, n)}.
         dataset: dataset name (claim id ``U2_<dataset>``).
         alpha: significance level per combination.
-        min_per_class: fewest images per class for the test to have power.
-        class_counts: {class: images} of the explained images; with fewer than ``min_per_class`` in
-            some class the verdict is inconclusive.
+        min_per_class: fewest images per class for a non-significant test to count as evidence.
+        class_counts: {class: images} of the explained images. When the criterion is not met and some
+            class has fewer than ``min_per_class`` images, the test had too little power: inconclusive
+            (a significant test needs no such guard).
         claim_id, tag: as :func:`claim_lowest_cv`.
     """
     kruskal = _check_tables(kruskal, "kruskal")
-    if class_counts is not None and len(class_counts) and min(class_counts.values()) < min_per_class:
-        small = {int(c): int(n) for c, n in class_counts.items() if n < min_per_class}
-        power = f"classes with fewer than {min_per_class} explained images: {small}"
-    else:
-        power = None
+    small = {int(c): int(n) for c, n in (class_counts or {}).items() if n < min_per_class}
+    power = f"classes with fewer than {min_per_class} explained images: {small}" if small else None
     passed, details, obs = {}, {}, []
     for summ, k in kruskal.items():
         if "p_value" not in k.columns:
@@ -176,6 +174,8 @@ def claim_class_differences(kruskal: Mapping[str, pd.DataFrame], *, dataset: str
         passed[summ] = n_sig >= len(p) / 2
         details[summ] = f"{n_sig}/{len(p)} combinations with p < {alpha:g} (median p = {p.median():.2g})"
         obs.append(f"{_label(summ)}: {details[summ]}")
+    if passed and all(passed.values()):
+        power = None  # significant everywhere: small classes did not hide anything
     return _result(claim_id or f"U2_{dataset}", f"Explanation uncertainty differs by class on {dataset}",
                    f"Kruskal-Wallis p < {alpha:g} for at least half of the UE x explainer combinations, by both CV summaries",
                    "; ".join(obs), combine_summaries(passed, details, power), tag)
