@@ -34,9 +34,9 @@ SCHEMA = NotebookSchema(
         Param("MP_STEPS", int, 150, "Meaningful Perturbation Adam steps (paper 600)", low=1, high=5000),
         Param("TEMPERATURES", list, [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0], "fixed temperatures of the MP sweep",
               item_type=float, low=0.01, high=100.0),
-        Param("N_TEMP_EXPLAIN", int, 40, "images in the MP temperature sweep", low=2, high=10_000),
+        Param("N_TEMP_EXPLAIN", int, 30, "images in the MP temperature sweep", low=2, high=10_000),
         Param("N_LIPSCHITZ", int, 30, "images in the Lipschitz stability estimate (paper 150)", low=1, high=10_000),
-        Param("LIP_NEIGHBOURS", int, 6, "neighbours per image in the Lipschitz estimate (paper 40)", low=1, high=1000),
+        Param("LIP_NEIGHBOURS", int, 4, "neighbours per image in the Lipschitz estimate (paper 40)", low=1, high=1000),
         # ---- advanced: paper-scale and expert knobs (not in the parameters cell)
         Param("CHECKPOINTS", list, [], "local weights files: model or dataset/model and a file joined by an equals sign "
               "(relative to DATA_DIR)", item_type=str, advanced=True),
