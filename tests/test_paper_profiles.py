@@ -37,12 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NB01_TINY = {
     "TABULAR_DATASETS": ["openml:credit"], "TABULAR_EPOCHS": 1,
-    "N_FIT": 10, "N_PER_BIN": 1, "N_EVAL": 10, "N_PER_LEVEL": 1,
-    "IMAGE_SIZE": 32, "N_TRAIN_IMAGES": 32, "N_HELDOUT_IMAGES": 40, "STANDIN_EPOCHS": 1,
-    "IMAGE_N_FIT": 10, "IMAGE_BASELINES": ["blur"],
+    "N_FIT": 10, "N_PER_BIN": 1, "N_EVAL_ROWS": 12, "N_FLOOR_DRAWS": 2, "MAX_BANDWIDTH_ROWS": 40,
+    "IMAGE_SIZE": 32, "N_TRAIN": 32, "N_CAL": 40, "STANDIN_EPOCHS": 1, "IMAGE_BASELINES": ["blur"],
     "N_SENS": 1, "SENS_DRAWS": 1, "EXPLAINER_SAMPLES": 8, "N_LOCALIZATION": 2, "N_SHOW": 2, "SHAPLEY_PERMS": 2,
     "RETRAIN_DATASETS": ["openml:credit"], "RETRAIN_K_MAX": 1, "RETRAIN_SEEDS": 1, "N_IMPORTANCE": 8,
-    "ABLATION_DATASET": "openml:credit", "ABLATION_CAL_SIZES": [5, 10], "BATCH_SIZE": 64,
+    "ABLATION_BINS": [1, 10], "ABLATION_CAL_SIZES": [5, 10], "BATCH_SIZE": 64,
 }
 
 NB02_TINY = {
@@ -56,7 +55,8 @@ def test_paper_profiles_are_sized_for_an_80gb_gpu():
     # inference-only chunks of 1024 inputs (ImageNet-size models: ~15-30 GB of activations without autograd);
     # back-propagated chunks (gradients, IG, MP masks) of 256 (ResNet-50 / EfficientNet-B0 at 224 px)
     nb01, _ = resolve_params(load_schema("01_calibration_under_perturbations"), {"PROFILE": "paper"})
-    assert nb01["BATCH_SIZE"] == 1024 and nb01["IMAGE_N_SEEDS"] >= 3 and nb01["N_SEEDS"] >= 3
+    assert nb01["BATCH_SIZE"] == 1024 and nb01["IMAGE_N_SEEDS"] >= 3 and nb01["N_SEEDS"] >= 5
+    assert nb01["N_EVAL_ROWS"] >= 5000  # the paper's >= 5000 evaluation samples per level
     nb02, _ = resolve_params(load_schema("02_calibrate_to_interpret"), {"PROFILE": "paper"})
     assert (nb02["BATCH_SIZE"], nb02["GRAD_BATCH_SIZE"], nb02["AMP"]) == (1024, 256, True)
     # the workshop profile keeps full precision and the CPU-sized chunks
@@ -108,15 +108,17 @@ def test_nb01_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     assert claims.statement.str.contains(r"\[STAND-IN DATA: standin:credit, standin:imagenet\]").all()
     lv = metrics[metrics.experiment == "calibration_vs_level"]
     # every paper image model has its per-level curves, labelled with the stand-in's name
-    assert set(lv[lv.dataset == "standin:imagenet:blur"].model) == {"tv:resnet50", "tv:densenet121", "tv:vit_b_16"}
-    assert set(lv[lv.dataset == "standin:credit:mean"].model) == {"mlp", "tabular_resnet"}
-    assert set(lv[lv.dataset == "standin:credit:mean"].seed) == {0, 1, 2}  # the paper's N_SEEDS = 3
-    assert set(lv[lv.dataset == "standin:imagenet:blur"].seed) == {0, 1, 2}  # IMAGE_N_SEEDS = 3
+    assert set(lv[lv.dataset == "standin:imagenet:16x16:blur"].model) == {"tv:resnet50", "tv:densenet121", "tv:vit_b_16"}
+    assert set(lv[lv.dataset == "standin:credit:columns:mean"].model) == {"mlp", "tabular_resnet"}
+    assert set(lv[lv.dataset == "standin:credit:columns:mean"].seed) == {0, 1, 2, 3, 4}  # the paper profile's N_SEEDS = 5
+    assert set(lv[lv.dataset == "standin:imagenet:16x16:blur"].seed) == {0, 1, 2}  # IMAGE_N_SEEDS = 3
+    # every CE_KL comes with its floor, per level and method
+    assert {"ce_kl", "ce_kl_floor", "ce_kl_floor_sd", "ece", "accuracy"} <= set(lv.metric)
     # the bands are over training seeds: every repetition has its own trained model, so the test-split NLLs
     # of the repetitions' models (same data, same split) all differ; a model shared by the repetitions would repeat them
     tm = metrics[(metrics.experiment == "trained_models") & (metrics.metric == "nll")]
     per = tm.groupby(["dataset", "model"]).agg(seeds=("seed", "nunique"), values=("value", "nunique"), n=("value", "size"))
-    assert per.loc[("standin:credit", "mlp"), "seeds"] == 3 and per.loc[("standin:imagenet", "tv:vit_b_16"), "seeds"] == 3
+    assert per.loc[("standin:credit", "mlp"), "seeds"] == 5 and per.loc[("standin:imagenet", "tv:vit_b_16"), "seeds"] == 3
     assert len(per) == 5 and (per["values"] == per["seeds"]).all() and (per["n"] == per["seeds"]).all()
     for arch in ("tv:resnet50", "tv:densenet121", "tv:vit_b_16"):
         assert f"{arch}: STAND-IN run, trained 1 epoch(s) on standin:imagenet from a random initialisation (pretrained weights absent) (seed 2)" in out
@@ -159,7 +161,7 @@ NB04_TINY = {
     "IMAGE_SIZE": 32, "IMAGENET_N_TRAIN": 32, "N_TRAIN": 64, "N_EPOCHS": 1, "STANDIN_EPOCHS": 1, "N_IMAGES": 3,
     "METHODS": ["saliency", "input_x_gradient", "smoothgrad"], "PERTURBATION_METHODS": ["occlusion", "feature_ablation"],
     "PATCH": 8, "IG_STEPS": 2, "NOISE_SAMPLES": 2, "SHAP_SAMPLES": 8, "M_AGG": 3, "M_EVAL": 4, "M_GRID": [2, 3],
-    "N_TIMING": 1, "LOC_DATASET": "none", "BATCH_SIZE": 64,
+    "FAMILY_N_IMAGES": 3, "LOC_DATASET": "none", "BATCH_SIZE": 64,
     "MORE_MODELS": [f"imagenet={m}" for m in NB04_PAPER_MODELS[1:5]] + [f"{_CIFAR_STANDIN}=resnet18_cifar"],
 }
 
@@ -227,9 +229,10 @@ def test_nb03_paper_profile_runs_on_standins(tmp_path, monkeypatch):
 
 NB05_TINY = {
     # 16 x 16 images: 2 x 2 Grad-CAM cells of the CIFAR ResNet-18 and 4 LIME cells keep the ID-ExpO steps cheap on the CPU
-    "IMAGE_SIZE": 16, "N_TRAIN": 32, "N_VAL": 16, "N_TEST": 16, "PRETRAIN_EPOCHS": 1, "EPOCHS": 1, "N_SEEDS": 2,
-    "LAMBDA1_GRID": [0.1], "ETAS": [1.0, 3.0], "TAUS": [1.0, 1024.0], "LIME_CELL": 8, "LIME_SAMPLES": 4, "KERNELSHAP_SAMPLES": 8,
-    "SENS_NS": [1, 4], "SENS_SAMPLES": 5, "N_SHOW": 2,
+    "IMAGE_SIZE": 16, "N_TRAIN": 32, "N_CAL": 16, "N_FINETUNE": 32, "N_VAL": 16, "N_TEST": 16, "PRETRAIN_EPOCHS": 1,
+    "EPOCHS": 1, "N_SEEDS": 2, "LAMBDA1_GRID": [0.1], "ETAS": [1.0, 3.0], "TAUS": [1.0, 1024.0], "LIME_CELL": 8,
+    "LIME_SAMPLES": 4, "KERNELSHAP_SAMPLES": 8, "SENS_NS": [1, 4], "SENS_SAMPLES": 5, "N_CHECK": 8, "N_SHOW": 2,
+    "BATCH_SIZE": 16,
 }
 
 
@@ -249,10 +252,11 @@ def test_nb05_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     for ds in ("standin:cifar10", "standin:stl10"):
         rows = gc[gc.dataset == ds]
         assert set(rows.method) == {"pretrained", "ce_only", "idexpo"} and set(rows.model) == {"resnet18_cifar"}
-    # LIME and second-order Grad-CAM on the first dataset, KernelSHAP on the bundled tabular set
+    # LIME and first-order Grad-CAM on the first dataset, KernelSHAP on the bundled tabular set
     assert set(metrics[metrics.experiment == "lime"].dataset) == {"standin:cifar10"}
-    assert set(metrics[metrics.experiment == "gradcam_second_order"].dataset) == {"standin:cifar10"}
+    assert set(metrics[metrics.experiment == "gradcam_first_order"].dataset) == {"standin:cifar10"}
     assert set(metrics[metrics.experiment == "kernelshap"].dataset) == {"breast_cancer"}
     # every claim says it was computed on stand-in data (claim ids keep the paper's dataset names)
-    assert {"gradcam_ins_del_cifar10", "gradcam_ins_del_stl10", "lime_ins_del_cifar10"} <= set(claims.claim_id)
+    assert {"gradcam_ins_del_resnet18_cifar", "gradcam_ins_del_resnet18_cifar_stl10", "lime_ins_del_cifar10",
+            "eta_tradeoff", "soft_tracks_hard"} <= set(claims.claim_id)
     assert claims.statement.str.contains(r"[STAND-IN DATA: standin:cifar10, standin:stl10]", regex=False).all()

@@ -1,5 +1,6 @@
 """ReCalX: planted per-level temperatures, empty bins, argmax preservation, the level-aware wrapper."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,19 +144,96 @@ def test_evaluate_under_perturbation_and_summaries():
     y = torch.bernoulli(torch.sigmoid(x @ w), generator=g).long()
     model = _Overconfident(w)
     res = evaluate_under_perturbation(model, x[:300], y[:300], x[300:], y[300:], tabular_feature_mask(d), baseline="zero",
-                                      levels=[0.0, 0.4, 0.8], n_bins=5, n_per_bin=5, n_per_level=4, bandwidth=0.05,
-                                      generator=torch.Generator().manual_seed(1))
+                                      levels=[0.0, 0.4, 0.8, 1.0], n_bins=5, n_per_bin=5, n_per_level=4,
+                                      n_floor_draws=5, generator=torch.Generator().manual_seed(1))
     table = res["table"]
-    assert set(table.method) == {"uncalibrated", "temperature_scaling", "recalx"} and len(table) == 9
-    assert (table.n == 400 * 4).all() and (table.argmax_agreement == 1.0).all()
+    assert set(table.method) == {"uncalibrated", "temperature_scaling", "recalx"} and len(table) == 12
+    # levels 0 (the clean input) and 1 (everything replaced) have one coalition: each input counted once
+    n = table.groupby("level").n.first()
+    assert n[0.0] == 400 and n[1.0] == 400 and n[0.4] == 1600 and n[0.8] == 1600
+    assert (table.n_inputs == 400).all() and (table.argmax_agreement == 1.0).all()
+    assert res["n_forward"] == 300 + 300 * 5 * 5 + 400 * (2 + 2 * 4)
+    # one bandwidth per level, the same for every method; clean predictions get a smaller one than level 0.8
+    bw = table.pivot(index="level", columns="method", values="bandwidth")
+    assert (bw.nunique(axis=1) == 1).all() and bw.loc[0.0].iloc[0] < bw.loc[0.8].iloc[0]
+    assert res["bandwidths"] == {lv: bw.loc[lv].iloc[0] for lv in bw.index}
+    # floors: excess = value - floor, and the ECE floor too
+    assert np.allclose(table.ce_kl_excess, table.ce_kl - table.ce_kl_floor)
+    assert (table.ce_kl_floor_sd > 0).all() and (table.ece_floor > 0).all()
     # the planted overconfidence is undone: T ~ 3 on clean data, higher under perturbation
     assert 2.3 < res["ts"].temperature_ < 3.8
     assert float(res["recalx"].temperatures_[4]) > float(res["recalx"].temperatures_[0])
-    s = summarize_levels(table).set_index("method")
-    assert s.loc["recalx", "max"] < 0.5 * s.loc["uncalibrated", "max"]
+    unc = table[table.method == "uncalibrated"].set_index("level")
+    rcx = table[table.method == "recalx"].set_index("level")
+    # uncalibrated: clearly above its floor at every level below 1; ReCalX: within a few floor sds
+    assert (unc.loc[[0.0, 0.4, 0.8], "ce_kl_z"] > 5).all()
+    assert (rcx.loc[[0.0, 0.4, 0.8], "ce_kl_excess"].abs() < unc.loc[[0.0, 0.4, 0.8], "ce_kl_excess"] / 3).all()
+    s = summarize_levels(table, "ce_kl_excess").set_index("method")
     assert s.loc["recalx", "avg"] < s.loc["temperature_scaling", "avg"]
     assert relative_reduction(s.loc["uncalibrated", "max"], s.loc["recalx", "max"]) > 0.5
     assert int(res["fit_index"].max()) == 299 and len(res["fit_index"]) == len(res["fit_logits"])
+    # clean logits computed once (e.g. shared by the cells of one model) replace level 0's forward passes
+    shared = evaluate_under_perturbation(model, x[:300], y[:300], x[300:], y[300:], tabular_feature_mask(d),
+                                         baseline="zero", levels=[0.0, 0.4, 0.8, 1.0], n_bins=5, n_per_bin=5,
+                                         n_per_level=4, n_floor_draws=5, generator=torch.Generator().manual_seed(1),
+                                         clean_logits=model(x[300:]).detach())
+    assert shared["n_forward"] == res["n_forward"] - 400
+    lv0 = shared["table"][shared["table"].level == 0.0].reset_index(drop=True)
+    assert np.allclose(lv0.ece, table[table.level == 0.0].reset_index(drop=True).ece)
+    with pytest.raises(ValueError, match="`clean_logits`"):
+        evaluate_under_perturbation(model, x[:100], y[:100], x[600:], y[600:], tabular_feature_mask(d), baseline="zero",
+                                    levels=[0.0], clean_logits=model(x[:5]).detach())
+    # a fixed bandwidth for every level and method
+    fixed = evaluate_under_perturbation(model, x[:100], y[:100], x[600:], y[600:], tabular_feature_mask(d), baseline="zero",
+                                        levels=[0.0, 0.6], n_bins=2, n_per_bin=2, bandwidth=0.05, n_floor_draws=0,
+                                        generator=torch.Generator().manual_seed(1))
+    assert (fixed["table"].bandwidth == 0.05).all() and "ce_kl_floor" not in fixed["table"]
+    with pytest.raises(ValueError, match="`bandwidth`"):
+        evaluate_under_perturbation(model, x[:100], y[:100], x[600:], y[600:], tabular_feature_mask(d), baseline="zero",
+                                    levels=[0.0], bandwidth=-1.0)
+
+
+def test_level_bandwidths_and_level_metrics_errors():
+    from xcal_core.calibration import level_bandwidths, level_metrics
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(120, 3, generator=g)
+    lv = torch.tensor([0.0, 0.5]).repeat(60)
+    y = torch.randint(0, 3, (120,), generator=g)
+    probs = {"a": torch.softmax(z, 1), "b": torch.softmax(z / 2, 1)}
+    grp = torch.arange(60).repeat_interleave(2)
+    hs = level_bandwidths(probs, lv, grp)
+    assert set(hs) == {0.0, 0.5} and all(h > 0 for h in hs.values())
+    lm = level_metrics(probs["a"], y, lv, bandwidth=hs, groups=grp, n_floor_draws=3, generator=g)
+    assert lm.n_inputs.tolist() == [60, 60] and lm.bandwidth.tolist() == [hs[0.0], hs[0.5]]
+    with pytest.raises(ValueError, match="no entry for level 0.5"):
+        level_metrics(probs["a"], y, lv, bandwidth={0.0: 0.1})
+    with pytest.raises(ValueError, match="`n_floor_draws`"):
+        level_metrics(probs["a"], y, lv, bandwidth=0.1, n_floor_draws=1)
+    with pytest.raises(TypeError, match="`probs`"):
+        level_bandwidths(probs["a"], lv)
+    with pytest.raises(ValueError, match=r"`probs\['b'\]` has 10 rows"):
+        level_bandwidths({"a": probs["a"], "b": probs["b"][:10]}, lv)
+    with pytest.raises(ValueError, match="`groups`"):
+        level_bandwidths(probs, lv, grp[:5])
+
+
+def test_image_classifier_for_trains_a_recipe_once(tmp_path):
+    from xcal_core.calibration import image_classifier_for
+    from xcal_core.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(48, 1, 12, 12, generator=g), torch.arange(48) % 3
+    ds = Dataset.from_tensors("tiny", train=(x[:32], y[:32]), cal=(x[32:40], y[32:40]), test=(x[40:], y[40:]))
+    m1, note1 = image_classifier_for("small_cnn", ds, seed=1, cache_dir=tmp_path, epochs=1)
+    m2, note2 = image_classifier_for("small_cnn", ds, seed=1, cache_dir=tmp_path, epochs=1)
+    assert "trained here" in note1 and "loaded from the model cache" in note2 and "1 epochs" in note2
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert m1(x[:2]).shape == (2, 3)
+    with pytest.raises(TypeError, match="`name`"):
+        image_classifier_for("", ds)
+    with pytest.raises(ValueError, match="`epochs`"):
+        image_classifier_for("small_cnn", ds, epochs=-2)
 
 
 @pytest.mark.slow
@@ -192,13 +270,13 @@ def test_evaluate_under_perturbation_runs_chunked_without_autograd():
     model = _GradProbe(4).eval()
     res = evaluate_under_perturbation(model, x[:60], y[:60], x[60:], y[60:], tabular_feature_mask(4), baseline="zero",
                                       levels=[0.0, 0.5], n_bins=2, n_per_bin=3, n_per_level=2, bandwidth=0.1,
-                                      generator=torch.Generator().manual_seed(1), batch_size=16)
+                                      n_floor_draws=2, generator=torch.Generator().manual_seed(1), batch_size=16)
     # every forward pass (clean fit logits included) is chunked and keeps no autograd graph: on a GPU a
     # graph kept across the chunks holds every chunk's activations
     assert model.calls and all(bs <= 16 for bs, _ in model.calls)
     assert not any(grad for _, grad in model.calls)
     assert not res["logits"].requires_grad and not res["fit_logits"].requires_grad
-    assert len(res["logits"]) == 60 * 2 * 2
+    assert len(res["logits"]) == 60 * 1 + 60 * 2  # level 0 once per input, level 0.5 twice
 
 
 def test_a_level_bin_fitted_at_a_temperature_bound_warns():

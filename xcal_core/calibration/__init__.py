@@ -2,5 +2,6 @@
 
 from .dirichlet import *  # noqa: F401,F403
 from .recalx import *  # noqa: F401,F403
+from .recalx_claims import *  # noqa: F401,F403
 from .temperature import *  # noqa: F401,F403
 from .shared_logits import *  # noqa: F401,F403

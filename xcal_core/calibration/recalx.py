@@ -12,7 +12,7 @@ the predicted class of every query is unchanged (Proposition 4.2 of the paper).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -20,7 +20,8 @@ from .._validation import check_choice, check_int, check_labels, check_logits, c
 from ..perturbations.masks import _check_levels, level_to_bin
 from .temperature import DEFAULT_BOUNDS, _check_bounds, fit_temperature, warn_if_at_bound
 
-__all__ = ["ReCalX", "level_metrics", "evaluate_under_perturbation", "summarize_levels", "relative_reduction", "remove_and_retrain"]
+__all__ = ["ReCalX", "level_bandwidths", "level_metrics", "evaluate_under_perturbation", "summarize_levels", "relative_reduction", "remove_and_retrain",
+           "image_classifier_for"]
 
 
 class ReCalX:
@@ -177,38 +178,110 @@ class ReCalX:
 
 
 
+def level_bandwidths(
+    probs: Mapping[str, torch.Tensor],
+    levels: torch.Tensor,
+    groups: torch.Tensor | None = None,
+    *,
+    max_rows: int | None = 2000,
+    generator: torch.Generator | None = None,
+) -> dict[float, float]:
+    """One CE_KL bandwidth per perturbation level, chosen on the pooled predictions of all methods there.
+
+    At each level the predictions of every method (uncalibrated, temperature scaling, ReCalX, ...) on
+    the same perturbed inputs are pooled and the bandwidth maximizing their leave-one-out likelihood
+    is used for all methods at that level (:func:`xcal_core.metrics.select_bandwidth_pooled`).
+    Clean predictions sit in the simplex corners and get a small bandwidth; heavily perturbed ones
+    spread out and get a larger one. A single bandwidth chosen on clean predictions and reused at
+    every level instead makes the kernel average over a handful of neighbours at high levels, and the
+    estimate then measures mostly its own bias (its floor).
+
+    Args:
+        probs: method name -> (M, K) probabilities of the same M perturbed rows.
+        levels: (M,) float level of each row.
+        groups: (M,) source-input id of each row (rows of one input are left out together, in every
+            method's set); None: each row is its own input.
+        max_rows: at most this many pooled rows per level are used to choose (random subset).
+        generator: torch.Generator of those subsets (CPU).
+
+    Returns:
+        ``{level: bandwidth}`` with levels rounded to 6 decimals (the keys of :func:`level_metrics`).
+
+    References:
+        Popordanoska et al., AISTATS 2024 (LOO-likelihood bandwidth of the Dirichlet kernel).
+    """
+    from ..metrics.calibration import select_bandwidth_pooled
+
+    if not isinstance(probs, Mapping) or not probs:
+        raise TypeError("`probs` must be a non-empty dict: method name -> (M, K) probabilities")
+    lv = _check_levels(levels).detach().flatten().cpu()
+    for name, q in probs.items():
+        if q.shape[0] != lv.shape[0]:
+            raise ValueError(f"`probs[{name!r}]` has {q.shape[0]} rows but `levels` has {lv.shape[0]}")
+    grp = torch.arange(lv.shape[0]) if groups is None else torch.as_tensor(groups).long().flatten().cpu()
+    if grp.shape[0] != lv.shape[0]:
+        raise ValueError(f"`groups` must have one id per row ({lv.shape[0]}), got {grp.shape[0]}")
+    out = {}
+    for level in torch.unique(lv).tolist():
+        sel = (lv == level).nonzero().flatten()
+        sets = [q[sel.to(q.device)] for q in probs.values()]
+        out[round(float(level), 6)] = select_bandwidth_pooled(sets, [grp[sel]] * len(sets), max_rows=max_rows,
+                                                              generator=generator)
+    return out
+
+
 def level_metrics(
     probs: torch.Tensor,
     labels: torch.Tensor,
     levels: torch.Tensor,
     *,
-    bandwidth: float,
+    bandwidth: float | Mapping[float, float],
     reference_pred: torch.Tensor | None = None,
     groups: torch.Tensor | None = None,
     n_bins_ece: int = 15,
+    n_floor_draws: int = 0,
+    generator: torch.Generator | None = None,
 ) -> "pd.DataFrame":
     """Calibration metrics of perturbed predictions, one row per distinct perturbation level.
+
+    With ``n_floor_draws >= 2`` every CE_KL and ECE comes with its floor: the same estimator on the same
+    predictions with every label redrawn from the predictions themselves (perfect calibration, true
+    error 0; :func:`xcal_core.metrics.ce_kl_floor`, :func:`xcal_core.metrics.calibration_floor`).
+    ``ce_kl_excess = ce_kl - ce_kl_floor`` is the part of the estimate that is not estimator bias.
+    The floor is exact under calibration; for miscalibrated predictions the estimator's bias differs
+    from it (it grows with the entropy of the true labels), so an over-confident model's excess
+    overstates its CE_KL a little and an under-confident model's excess understates it and can be
+    negative: ``ce_kl_z = (ce_kl - floor mean) / floor sd`` far below 0 is under-confidence.
 
     Args:
         probs: (M, K) probabilities of perturbed inputs.
         labels: (M,) int64 true classes.
         levels: (M,) float perturbation level of each row.
-        bandwidth: Dirichlet-kernel bandwidth of ``ce_kl`` (fixed across levels and methods).
+        bandwidth: Dirichlet-kernel bandwidth of ``ce_kl``: one float for every level, or
+            ``{level: h}`` from :func:`level_bandwidths` (levels rounded to 6 decimals).
         reference_pred: (M,) predicted classes of the uncalibrated model; adds ``argmax_agreement``.
         groups: (M,) index of the source input of each row; ``ce_kl`` then leaves out all perturbations
             of the same input together (they share the label and, at low levels, the prediction).
         n_bins_ece: bins of the top-label ECE.
+        n_floor_draws: label draws of the floors (0: no floors).
+        generator: torch.Generator of the draws (CPU).
 
     Returns:
-        DataFrame with columns ``level, n, ce_kl, ece, nll, brier`` (+ ``argmax_agreement``).
+        DataFrame with columns ``level, n, n_inputs, bandwidth, ce_kl, ece, nll, brier, accuracy,
+        confidence`` (mean top-label probability), ``argmax_agreement`` (with ``reference_pred``) and,
+        with floors, ``ce_kl_floor, ce_kl_floor_sd, ce_kl_floor_q95, ce_kl_excess, ce_kl_z, ece_floor,
+        ece_floor_sd, ece_excess``.
 
     The metrics are computed on the device of ``probs`` (``ce_kl``'s O(M^2 K) kernel sums run on the GPU
     when the probabilities are there).
     """
     import pandas as pd
 
-    from ..metrics.calibration import brier, ce_kl, ece, nll
+    from ..metrics.calibration import brier, calibration_floor, ce_kl, ce_kl_floor, ece, nll
 
+    n_floor_draws = check_int(n_floor_draws, "n_floor_draws", low=0)
+    if n_floor_draws == 1:
+        raise ValueError("`n_floor_draws` must be 0 (no floors) or >= 2 (a floor needs a spread)")
     dev = probs.device
     rows = []
     lv = levels.detach().to(dev)
@@ -216,15 +289,42 @@ def level_metrics(
     groups = None if groups is None else groups.to(dev)
     reference_pred = None if reference_pred is None else reference_pred.to(dev)
     for level in torch.unique(lv).tolist():
+        key = round(float(level), 6)
+        if isinstance(bandwidth, Mapping):
+            if key not in bandwidth:
+                raise ValueError(f"`bandwidth` has no entry for level {key}; levels present: {sorted(bandwidth)}")
+            h = float(bandwidth[key])
+        else:
+            h = float(bandwidth)
         sel = (lv == level).nonzero().flatten()
         p, y = probs[sel].detach(), labels[sel]
         grp = None if groups is None else groups[sel]
-        row = {"level": round(float(level), 6), "n": len(sel), "ce_kl": ce_kl(p, y, bandwidth, groups=grp),
-               "ece": ece(p, y, n_bins_ece), "nll": nll(p, y), "brier": brier(p, y)}
+        conf, pred = p.max(1)
+        row = {"level": key, "n": len(sel), "n_inputs": len(sel) if grp is None else int(torch.unique(grp).numel()),
+               "bandwidth": h}
+        if n_floor_draws:
+            f = ce_kl_floor(p, y, h, groups=grp, n_draws=n_floor_draws, generator=generator)
+            e_floor = calibration_floor(p, "ece", n_draws=n_floor_draws, generator=generator, n_bins=n_bins_ece)
+            e = ece(p, y, n_bins_ece)
+            row.update({"ce_kl": f.value, "ce_kl_floor": f.floor_mean, "ce_kl_floor_sd": f.floor_sd,
+                        "ce_kl_floor_q95": f.floor_q95, "ce_kl_excess": f.excess,
+                        "ce_kl_z": f.excess / f.floor_sd if f.floor_sd > 0 else float("nan"),
+                        "ece": e, "ece_floor": float(e_floor.mean()), "ece_floor_sd": float(e_floor.std()),
+                        "ece_excess": e - float(e_floor.mean())})
+        else:
+            row.update({"ce_kl": ce_kl(p, y, h, groups=grp), "ece": ece(p, y, n_bins_ece)})
+        row.update({"nll": nll(p, y), "brier": brier(p, y), "accuracy": float((pred == y).double().mean()),
+                    "confidence": float(conf.double().mean())})
         if reference_pred is not None:
-            row["argmax_agreement"] = float((p.argmax(1) == reference_pred[sel]).double().mean())
+            row["argmax_agreement"] = float((pred == reference_pred[sel]).double().mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _single_coalition_levels(levels: Sequence[float], d: int) -> tuple[list[float], list[float]]:
+    """Split levels into those with one possible coalition (0 or d features replaced) and the others."""
+    single = [lv for lv in levels if int(round(lv * d)) in (0, d)]
+    return single, [lv for lv in levels if lv not in single]
 
 
 def evaluate_under_perturbation(
@@ -241,19 +341,26 @@ def evaluate_under_perturbation(
     levels: Any = None,
     n_bins: int = 10,
     n_per_bin: int = 10,
-    n_per_level: int = 10,
+    n_per_level: int = 1,
     bandwidth: float | None = None,
+    n_floor_draws: int = 10,
+    n_bins_ece: int = 15,
+    max_bandwidth_rows: int | None = 2000,
     generator: torch.Generator | None = None,
     batch_size: int = 1024,
+    clean_logits: torch.Tensor | None = None,
 ) -> dict:
     """Fit global temperature scaling and ReCalX, then measure calibration at every perturbation level.
 
     Temperature scaling is fit on the clean ``fit_x`` logits; ReCalX on ``n_per_bin`` random
     coalitions per fitting input and level bin. The evaluation uses ``n_per_level`` fresh coalitions per
-    evaluation input and level (disjoint inputs from the fitting ones, as ReCalX's protocol asks).
-    ``ce_kl`` uses one bandwidth for all levels and methods (chosen by leave-one-out likelihood on
-    the clean evaluation predictions when None) and leaves out all perturbations of the same
-    evaluation input together (``groups``), since they share the label.
+    evaluation input and level (disjoint inputs from the fitting ones, as ReCalX's protocol asks);
+    at a level with a single possible coalition (0: the clean input; 1: every feature replaced) each
+    input is counted once, since its copies would be identical. CE_KL uses one bandwidth per level,
+    chosen on the pooled predictions of the three methods at that level (:func:`level_bandwidths`),
+    unless ``bandwidth`` fixes one for all; it leaves out all perturbations of the same evaluation
+    input together (``groups``), since they share the label. Every CE_KL and ECE is reported with
+    its floor (labels redrawn from the predictions; :func:`level_metrics`).
 
     Args:
         model: classifier returning (N, K) logits.
@@ -264,28 +371,36 @@ def evaluate_under_perturbation(
         levels: evaluation levels in [0, 1] (default 0, 0.1, ..., 1).
         n_bins: ReCalX bins.
         n_per_bin, n_per_level: coalitions per input for fitting / evaluation.
-        bandwidth: ``ce_kl`` bandwidth, or None to select it.
-        generator: torch generator for all coalitions.
+        bandwidth: one ``ce_kl`` bandwidth for every level and method, or None for the per-level rule.
+        n_floor_draws: label draws of the CE_KL and ECE floors (0: no floors).
+        n_bins_ece: bins of the ECE.
+        max_bandwidth_rows: pooled rows per level used to choose the bandwidth (random subset).
+        generator: torch generator for all coalitions, bandwidth subsets and floor draws.
         batch_size: forward-pass chunk size (inputs per forward pass). Every forward pass runs without
             autograd and in float32 (on CUDA, cuDNN's TF32 convolutions): the temperatures and CE_KL
             are computed from these logits, so they are not rounded to half precision.
+        clean_logits: optional (N_eval, K) logits of the unperturbed ``eval_x`` (e.g. already computed
+            for the test accuracy, or shared by several cells of one model): level 0 then reuses them
+            instead of a forward pass per input.
 
     Returns:
-        dict with ``table`` (DataFrame: method, level, n, ce_kl, ece, nll, brier, argmax_agreement),
-        ``ts`` (:class:`TemperatureScaling`), ``recalx`` (:class:`ReCalX`), ``bandwidth``, and the raw
-        evaluation ``logits``, ``labels``, ``levels``, ``index`` (row -> evaluation input) and fitting ``fit_logits``, ``fit_labels``,
-        ``fit_levels``, ``fit_index`` (row -> fitting input; for ablations that refit calibrators on
-        the same draws).
+        dict with ``table`` (DataFrame: method, then the columns of :func:`level_metrics`),
+        ``ts`` (:class:`TemperatureScaling`), ``recalx`` (:class:`ReCalX`), ``bandwidths``
+        (``{level: h}``), ``n_forward`` (model forward passes: clean fit, fit perturbations, evaluation),
+        and the raw evaluation ``logits``, ``labels``, ``levels``, ``index`` (row -> evaluation input)
+        and fitting ``fit_logits``, ``fit_labels``, ``fit_levels``, ``fit_index`` (row -> fitting
+        input; for ablations that refit calibrators on the same draws).
     """
     import pandas as pd
 
-    from ..metrics.calibration import select_bandwidth
     from ..models.training import predict_logits
     from ..perturbations.baselines import make_baseline
-    from ..perturbations.masks import perturbed_logits
+    from ..perturbations.masks import count_features, perturbed_logits
     from .temperature import TemperatureScaling
 
-    levels = [round(0.1 * i, 10) for i in range(11)] if levels is None else list(levels)
+    levels = [round(0.1 * i, 10) for i in range(11)] if levels is None else [float(v) for v in levels]
+    _check_levels(torch.tensor(levels, dtype=torch.float64))
+    n_per_level = check_int(n_per_level, "n_per_level", low=1)
     dev = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else torch.device("cpu")
 
     def base_for(x):
@@ -299,26 +414,47 @@ def evaluate_under_perturbation(
                                                  generator=generator, batch_size=batch_size)
     f_logits, f_y = f_logits.detach().cpu(), fit_y.cpu()[f_idx.cpu()]
     rc = ReCalX(n_bins=n_bins).fit(f_logits, f_y, f_lv.cpu())
+    single, multi = _single_coalition_levels(levels, count_features(feature_mask))
+    parts = []
+    if clean_logits is not None and 0.0 in single:
+        cl = check_logits(clean_logits, "clean_logits")
+        if cl.shape[0] != ex.shape[0]:
+            raise ValueError(f"`clean_logits` must have one row per `eval_x` input ({ex.shape[0]}), got {cl.shape[0]}")
+        single = [lv for lv in single if lv != 0.0]
+        n_eval = ex.shape[0]
+        parts.append((cl.detach().to(dev).float(), torch.arange(n_eval, device=dev), torch.zeros(n_eval, device=dev)))
     with torch.no_grad():
-        e_logits, e_idx, e_lv = perturbed_logits(model, ex, feature_mask, base_for(ex), levels=levels, n_per_level=n_per_level,
-                                                 generator=generator, batch_size=batch_size)
+        eb = base_for(ex)
+        for lv_set, per in ((single, 1), (multi, n_per_level)):
+            if lv_set:
+                parts.append(perturbed_logits(model, ex, feature_mask, eb, levels=lv_set, n_per_level=per,
+                                              generator=generator, batch_size=batch_size))
+    e_logits = torch.cat([z for z, _, _ in parts]).detach().float()
+    e_idx = torch.cat([i for _, i, _ in parts])
+    e_lv = torch.cat([v for _, _, v in parts]).to(e_idx.device)
     # the metrics run where the logits are (the model's device): ce_kl's O(M^2 K) kernel is the costly part
-    e_logits, e_y = e_logits.detach().float(), eval_y.to(e_idx.device)[e_idx]
+    e_y = eval_y.to(e_idx.device)[e_idx]
     pred = e_logits.argmax(1)
-    if bandwidth is None:
-        clean = e_lv == 0
-        sel = clean if clean.any() else torch.ones_like(clean)
-        bandwidth = select_bandwidth(torch.softmax(e_logits[sel], 1), groups=e_idx[sel])
     probs = {"uncalibrated": torch.softmax(e_logits, 1), "temperature_scaling": ts.predict_proba(e_logits),
              "recalx": rc.predict_proba(e_logits, e_lv)}
+    if bandwidth is None:
+        bandwidths = level_bandwidths(probs, e_lv, e_idx, max_rows=max_bandwidth_rows, generator=generator)
+    else:
+        h = float(bandwidth)
+        if not h > 0:
+            raise ValueError(f"`bandwidth` must be > 0 or None, got {bandwidth!r}")
+        bandwidths = {round(float(v), 6): h for v in torch.unique(e_lv.cpu()).tolist()}
     frames = []
     for method, p in probs.items():
-        df = level_metrics(p, e_y, e_lv, bandwidth=bandwidth, reference_pred=pred, groups=e_idx)
+        df = level_metrics(p, e_y, e_lv, bandwidth=bandwidths, reference_pred=pred, groups=e_idx,
+                           n_bins_ece=n_bins_ece, n_floor_draws=n_floor_draws, generator=generator)
         df.insert(0, "method", method)
         frames.append(df)
-    return {"table": pd.concat(frames, ignore_index=True), "ts": ts, "recalx": rc, "bandwidth": float(bandwidth),
-            "logits": e_logits.cpu(), "labels": e_y.cpu(), "levels": e_lv.cpu(), "index": e_idx.cpu(), "fit_logits": f_logits,
-            "fit_labels": f_y, "fit_levels": f_lv.cpu(), "fit_index": f_idx.cpu()}
+    n_forward = len(fit_x) + len(f_logits) + len(e_logits) - (0 if clean_logits is None else len(eval_x))
+    return {"table": pd.concat(frames, ignore_index=True), "ts": ts, "recalx": rc, "bandwidths": bandwidths,
+            "n_forward": n_forward, "logits": e_logits.cpu(), "labels": e_y.cpu(), "levels": e_lv.cpu(),
+            "index": e_idx.cpu(), "fit_logits": f_logits, "fit_labels": f_y, "fit_levels": f_lv.cpu(),
+            "fit_index": f_idx.cpu()}
 
 
 def summarize_levels(table: "pd.DataFrame", metric: str = "ce_kl", by: Sequence[str] = ("method",)) -> "pd.DataFrame":
@@ -396,3 +532,59 @@ def remove_and_retrain(
             rows.append({"k": k, "seed": int(seed), "removed": tuple(removed),
                          "test_loss": nll(torch.softmax(logits.cpu(), 1), ds_k.test.y)})
     return pd.DataFrame(rows)
+
+
+def image_classifier_for(
+    name: str,
+    dataset: Any,
+    *,
+    seed: int = 0,
+    device: Any = "cpu",
+    cache_dir: Any = None,
+    epochs: int = -1,
+    checkpoints: Sequence[str] = (),
+    data_dir: Any = None,
+    allow_download: bool = False,
+    standin_epochs: int = 2,
+) -> tuple[torch.nn.Module, str]:
+    """The image classifier of notebook 01: a shared training recipe, or a paper-profile model.
+
+    A name in :data:`xcal_core.models.RECIPES` (``small_cnn``, ``resnet20``, ...) trains that recipe
+    (:func:`~xcal_core.models.train_recipe`, cached and shared with every notebook that trains it on
+    the same split and seed), unless ``CHECKPOINTS`` names a file for it. Any other name (``tv:<arch>``,
+    a :func:`~xcal_core.models.build_model` name) goes through
+    :func:`~xcal_core.models.load_or_train_classifier`: a local checkpoint, torchvision's pretrained
+    weights, or training here (stand-ins announced).
+
+    Args:
+        name: recipe or model name.
+        dataset: an ``xcal_core.data.Dataset`` with image splits.
+        seed: training seed.
+        device: training device.
+        cache_dir: model cache folder (``run.cache_dir``).
+        epochs: training epochs; -1 keeps the recipe's (for other models -1 means 0 with pretrained
+            ``tv:`` weights, else the stand-in / default rule of ``load_or_train_classifier``).
+        checkpoints: the notebook's ``CHECKPOINTS`` entries (``"<model>=<file>"``).
+        data_dir: base folder of relative checkpoint files.
+        allow_download: let torchvision download pretrained weights.
+        standin_epochs: minimum training epochs on a stand-in dataset.
+
+    Returns:
+        ``(model, note)``: the model in eval mode and one line saying where its weights come from.
+    """
+    from ..models import RECIPES, checkpoint_for, load_or_train_classifier, train_recipe
+
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"`name` must be a recipe or model name, got {name!r}")
+    epochs = check_int(epochs, "epochs", low=-1)
+    ck = checkpoint_for(list(checkpoints), name, dataset.info.name, data_dir)
+    if name in RECIPES and ck is None:
+        res = train_recipe(name, dataset, seed=seed, device=device, cache_dir=cache_dir,
+                           epochs=None if epochs < 0 else epochs)
+        how = "loaded from the model cache" if res.from_cache else "trained here"
+        return res.model, f"{name}: recipe {RECIPES[name].model}, {res.config.get('epochs', '?')} epochs, {how}"
+    model, note = load_or_train_classifier(
+        RECIPES[name].model if name in RECIPES else name, dataset, epochs=max(epochs, 0),
+        pretrained=name.startswith("tv:"), allow_download=allow_download, checkpoint=ck, standin_epochs=standin_epochs,
+        seed=seed, device=device, cache_dir=cache_dir)
+    return model, note
