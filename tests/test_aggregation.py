@@ -448,3 +448,189 @@ def test_deferred_nan_check_still_names_the_method(setup):
     with pytest.raises(ValueError, match="`explain_fn` returned NaN or inf"):
         avg_sensitivity(model, x, y, lambda m, xx, t: saliency(m, xx, t) * float("nan"), attributions=saliency(model, x, y),
                         n_samples=2, batch_size=4)
+
+
+# ------------------------------------------------------------- Theorem 4.2 on fresh draws, reported forms
+
+
+def _evaluated(setup, m=12):
+    model, x, y = setup
+    g = torch.Generator().manual_seed(3)
+    w = {"agg_robust": aggregate(model, x, y, METHODS, "robust", m=6, generator=g).weights,
+         "agg_mean": torch.full((5, 3), 1 / 3, dtype=torch.float64)}
+    ev = evaluate_aggregations(model, x, y, METHODS, w, m=m, baselines=("blur", "zero"), generator=g)
+    return ev, w
+
+
+def test_ambiguity_check_identity_in_both_forms_and_it_catches_wrong_maps(setup):
+    from xcal_core.aggregation import ambiguity_check
+
+    ev, w = _evaluated(setup)
+    assert ev.faith_sums.shape == (5, 12, len(ev.names)) and ev.faith_deltas.shape == (5, 12)
+    for form in ("squared_sensitivity", "infidelity"):
+        t = ambiguity_check(ev, w, list(METHODS), form=form)
+        assert len(t) == 10 and set(t.form) == {form}
+        assert t.residual_rel.max() < 1e-5 and t.holds.all() and (t.diversity >= -1e-12).all()
+    # planted bug: the aggregate's mask sums are not the weighted sums -> the identity must break
+    bad = ev.faith_sums.clone()
+    bad[..., ev.names.index("agg_mean")] *= 1.5
+    import dataclasses
+    t = ambiguity_check(dataclasses.replace(ev, faith_sums=bad), w, list(METHODS), form="infidelity")
+    assert not t[t.strategy == "agg_mean"].holds.any() and t[t.strategy == "agg_robust"].holds.all()
+    with pytest.raises(ValueError, match="form"):
+        ambiguity_check(ev, w, list(METHODS), form="fcor")
+    with pytest.raises(ValueError, match="faith_sums"):
+        ambiguity_check(dataclasses.replace(ev, faith_sums=None), w, list(METHODS), form="infidelity")
+
+
+def test_weighted_average_check_known_values_and_violations():
+    import dataclasses
+
+    from xcal_core.aggregation import EvaluationResult, weighted_average_check
+
+    n = 2
+    z = torch.zeros(n, 4)
+    # columns: a, b, agg_ok (below its weighted average), agg_bad (above)
+    sens = torch.tensor([[1.0, 3.0, 1.5, 2.5], [2.0, 2.0, 2.0, 2.5]])
+    ev = EvaluationResult(["a", "b", "agg_ok", "agg_bad"], sens, z, z, {"blur": sens.clone()}, {"blur": z},
+                          torch.zeros(n, 2, 2), torch.zeros(n, 2, 2), 5)
+    w = {"agg_ok": torch.tensor([[0.5, 0.5], [0.5, 0.5]]), "agg_bad": torch.tensor([[0.5, 0.5], [1.0, 0.0]])}
+    t = weighted_average_check(ev, w, ["a", "b"], metrics=("sens_avg",))
+    ok, bad = t[t.strategy == "agg_ok"], t[t.strategy == "agg_bad"]
+    assert list(ok.weighted) == [2.0, 2.0] and ok.improves.all()
+    assert list(bad.excess) == pytest.approx([0.5, 0.5]) and not bad.improves.any()
+    # a NaN single method with weight 0 does not spoil the weighted average; a NaN aggregate drops the row
+    sens2 = sens.clone()
+    sens2[1, 1] = float("nan")
+    sens2[0, 3] = float("nan")
+    t2 = weighted_average_check(dataclasses.replace(ev, sens_avg=sens2), w, ["a", "b"], metrics=("sens_avg",))
+    assert list(t2[t2.strategy == "agg_bad"].weighted) == [2.0]
+    with pytest.raises(ValueError, match="higher-is-better"):
+        weighted_average_check(ev, w, ["a", "b"], metrics=("fcor",))
+    with pytest.raises(ValueError, match="not evaluated"):
+        weighted_average_check(ev, {"agg_x": w["agg_ok"]}, ["a", "b"])
+
+
+def test_squared_form_is_never_violated_on_fresh_draws(setup):
+    from xcal_core.aggregation import ambiguity_check, weighted_average_check
+
+    ev, w = _evaluated(setup)
+    sq = ambiguity_check(ev, w, list(METHODS))
+    rep = weighted_average_check(ev, w, list(METHODS), metrics=("sens_avg_sq", "sens_avg", "infidelity"))
+    # the squared absolute form is the theorem's: never violated
+    assert rep[rep.metric == "sens_avg_sq"].improves.all() and sq.improves.all()
+    assert set(rep.metric) == {"sens_avg_sq", "sens_avg", "infidelity"}
+
+
+def test_standing_ranks_and_tests_against_the_runner_up():
+    from xcal_core.aggregation import standing
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(40, generator=g)
+    vals = {"agg": base, "close": base + 0.001 * torch.randn(40, generator=g), "far": base + 0.5}
+    s = standing(vals, "agg")
+    assert s.rank == 1 and s.n_candidates == 3 and s.best_other == "close"
+    assert not s.lowest() and s.near_best()  # ahead of "close" only by noise
+    s_far = standing(vals, "agg", among=["far"])
+    assert s_far.lowest() and s_far.beats_best.share_less == 1.0 and "rank 1/2" in s_far.describe()
+    s3 = standing(vals, "far")
+    assert s3.rank == 3 and s3.best_ahead.significant() and not s3.near_best()
+    hi = standing(vals, "far", higher_is_better=True)
+    assert hi.rank == 1 and hi.lowest()
+    nan = {"a": torch.tensor([float("nan")] * 12), "b": torch.zeros(12)}
+    assert standing(nan, "a").rank == 2 and standing(nan, "b").beats_best.too_few
+    with pytest.raises(ValueError, match="candidate"):
+        standing(vals, "nope")
+    with pytest.raises(ValueError, match="same length"):
+        standing({"a": torch.zeros(3), "b": torch.zeros(4)}, "a")
+    with pytest.raises(ValueError, match="at least one other"):
+        standing({"a": torch.zeros(3)}, "a")
+
+
+def test_zero_reference_methods_give_exactly_zero_on_black_pixels(setup):
+    """The methods listed in ZERO_REFERENCE attribute nothing to a pixel that is 0 in every channel (their
+    reference is the black image); the gradient-only ones do attribute to such pixels."""
+    from xcal_core.aggregation import ZERO_REFERENCE, make_methods
+
+    model, x, y = setup
+    xz = x.clone()
+    xz[:, :, :2, :] = 0.0  # two black rows = one row of 2x2 patches
+    names = list(ZERO_REFERENCE) + ["saliency", "smoothgrad", "lime", "kernel_shap"]
+    fns = make_methods(names, patch=2, ig_steps=4, noise_samples=3, shap_samples=24, shapley_perms=2,
+                       generator=torch.Generator().manual_seed(0))
+    for name in names:
+        a = fns[name](model, xz, y)
+        assert a.shape == x.shape and torch.isfinite(a).all(), name
+        black = a[:, :, :2, :].abs().amax()
+        if name in ZERO_REFERENCE:
+            assert black == 0, f"{name} attributes {float(black):.3g} to black pixels"
+    assert fns["saliency"](model, xz, y)[:, :, :2, :].abs().amax() > 0
+    with pytest.raises(ValueError, match="shapley_perms"):
+        make_methods(["shapley_sampling"], shapley_perms=0)
+
+
+def test_evaluate_strategies_subsets_fit_on_the_same_draws(setup):
+    from xcal_core.aggregation import evaluate_strategies, nondegenerate, subset_weights
+
+    model, x, y = setup
+    kw = dict(m_agg=4, m_eval=5, baselines=["blur"], batch_size=7)
+    ev, w = evaluate_strategies(model, x, y, METHODS, subsets={"grad": ["saliency", "ixg"]},
+                                generator=torch.Generator().manual_seed(4), **kw)
+    assert ev.names == [*METHODS, "agg_robust", "agg_faith", "agg_opt", "agg_robust_grad", "agg_faith_grad",
+                        "agg_opt_grad", "agg_mean", "agg_var"]
+    assert torch.all(w["agg_robust_grad"][:, 2] == 0)
+    torch.testing.assert_close(w["agg_robust_grad"].sum(1), torch.ones(len(x), dtype=torch.float64))
+    # the full-set weights are unchanged by asking for subsets (same draws, same order)
+    ev0, w0 = evaluate_strategies(model, x, y, METHODS, generator=torch.Generator().manual_seed(4), **kw)
+    torch.testing.assert_close(w["agg_robust"], w0["agg_robust"])
+    # in-sample, a superset is never worse: the full-set robust objective <= the subset's
+    g = torch.Generator().manual_seed(4)
+    maps = explanation_stack(model, x, y, METHODS, batch_size=7)
+    G = sensitivity_gram(model, x, y, METHODS, m=4, maps=maps, generator=g, batch_size=7)
+    assert torch.all(simplex_objective(G, w["agg_robust"]) <= simplex_objective(G, w["agg_robust_grad"]) + 1e-12)
+    # return_grams hands back exactly these fitted matrices
+    _, _, grams = evaluate_strategies(model, x, y, METHODS, generator=torch.Generator().manual_seed(4),
+                                      return_grams=True, **kw)
+    torch.testing.assert_close(grams["robust"], G)
+    with pytest.raises(ValueError, match="subsets"):
+        evaluate_strategies(model, x, y, METHODS, subsets={"bad": ["saliency", "nope"]}, **kw)
+    with pytest.raises(ValueError, match="subsets"):
+        evaluate_strategies(model, x, y, METHODS, subsets={"one": ["saliency"]}, **kw)
+
+
+def test_standing_judge_three_verdicts():
+    from xcal_core.aggregation import standing
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.rand(40, generator=g)
+    clear = {"agg": base, "other": base + 0.3}
+    assert standing(clear, "agg").judge() == {"verdict": "holds", "reason": None}
+    j = standing(clear, "other").judge(why="a planted gap")
+    assert j["verdict"] == "fails" and "agg beats other" in j["reason"] and j["reason"].endswith(": a planted gap")
+    assert standing(clear, "other").judge("near_best")["verdict"] == "fails"
+    noisy = {"agg": base, "other": base + 0.01 * torch.randn(40, generator=g)}
+    first = "agg" if base.mean() <= noisy["other"].mean() else "other"
+    second = "other" if first == "agg" else "agg"
+    assert standing(noisy, first).judge()["verdict"] == "inconclusive"
+    assert standing(noisy, second).judge()["verdict"] == "inconclusive"
+    assert standing(noisy, second).judge("near_best")["verdict"] == "holds"
+    few = {"a": torch.arange(5.0), "b": torch.arange(5.0) + 1}
+    assert "too few" in standing(few, "a").judge()["reason"]
+    with pytest.raises(ValueError, match="criterion"):
+        standing(clear, "agg").judge("lowest")
+
+
+def test_candidate_maps_singles_baselines_and_weighted():
+    from xcal_core.aggregation import candidate_maps
+
+    maps = torch.rand(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    w = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], dtype=torch.float64)
+    out = candidate_maps(maps, ["a", "b"], {"agg_robust": w}, var_eps=0.2)
+    assert list(out) == ["a", "b", "agg_mean", "agg_var", "agg_robust"]
+    torch.testing.assert_close(out["agg_robust"][0], maps[0, 0])
+    torch.testing.assert_close(out["agg_robust"][1], maps[1].mean(0))
+    torch.testing.assert_close(out["agg_var"], agg_var(maps, 0.2))
+    with pytest.raises(ValueError, match="names"):
+        candidate_maps(maps, ["a"])
+    with pytest.raises(ValueError, match="clashes"):
+        candidate_maps(maps, ["a", "b"], {"a": w})

@@ -74,3 +74,17 @@ def test_theorem_check_and_method_count():
     _, given = plt.subplots()
     fig2, ax2 = plot_method_count([2, 3], {"x": np.ones((2, 3))}, ylabel="y", ax=given)
     assert ax2 is given
+
+
+def test_metric_bars_reference_line():
+    vals = {"guided_backprop": torch.tensor([0.7, 0.8]), "agg_mean": torch.tensor([0.5, 0.6])}
+    fig, ax = plot_metric_bars(vals, higher_is_better=True, reference=0.45, reference_label="object-area share")
+    ref = [ln for ln in ax.get_lines() if ln.get_label() == "object-area share"]
+    assert len(ref) == 1 and np.allclose(ref[0].get_xdata(), 0.45)
+    assert ax.get_legend() is not None
+    w, h = fig.get_size_inches()
+    assert w <= 12 and h <= 6
+    _, ax0 = plot_metric_bars(vals)
+    assert ax0.get_legend() is None and not [ln for ln in ax0.get_lines() if ln.get_linestyle() == "--"]
+    with pytest.raises(ValueError, match="reference"):
+        plot_metric_bars(vals, reference=float("nan"))

@@ -37,7 +37,8 @@ from .qp import simplex_objective, solve_simplex_qp, solve_simplex_qp_exact
 __all__ = [
     "nondegenerate",
     "agg_mean", "agg_var", "aggregate", "AggregationResult", "evaluate_aggregations", "EvaluationResult", "STRATEGIES",
-    "weighted_maps", "subset_weights", "generalization_gap", "ambiguity_check", "evaluate_strategies",
+    "weighted_maps", "candidate_maps", "subset_weights", "generalization_gap", "ambiguity_check", "weighted_average_check",
+    "evaluate_strategies",
 ]
 
 STRATEGIES = ("mean", "var", "robust", "faith", "opt")
@@ -253,6 +254,8 @@ class EvaluationResult:
         gram_robust: (N, k, k) fresh squared-sensitivity Gram of the k methods.
         gram_faith: (N, k, k) fresh Infidelity Gram (first baseline).
         m: number of fresh draws.
+        faith_sums, faith_deltas: the fresh Infidelity samples of the first baseline: (N, m, S) attribution
+            mass of every candidate in every mask and (N, m) score drops (None when not kept).
     """
 
     names: list[str]
@@ -264,6 +267,8 @@ class EvaluationResult:
     gram_robust: torch.Tensor
     gram_faith: torch.Tensor
     m: int
+    faith_sums: torch.Tensor | None = None
+    faith_deltas: torch.Tensor | None = None
 
     def _columns(self) -> dict[str, torch.Tensor]:
         cols = {"sens_avg": self.sens_avg, "sens_max": self.sens_max, "sens_avg_sq": self.sens_avg_sq}
@@ -416,16 +421,20 @@ def evaluate_aggregations(
 
     infd, fcor = {}, {}
     gram_faith = None
+    first: tuple[torch.Tensor, torch.Tensor] | None = None
     for b in baselines:
         key = b if isinstance(b, str) else f"{float(b):g}" if isinstance(b, (int, float)) else "tensor"
         s, dlt = faith_samples(model, xd, tgt, c0.view(n, S, *grid), m=m, share=share, baseline=b, blur_sigma=blur_sigma, score=score, feature_mask=feature_mask, generator=generator, batch_size=batch_size)
         infd[key] = infidelity_from_samples(s, dlt, normalize=True)
         fcor[key] = correlation_from_samples(s, dlt)
+        if first is None:
+            first = (s, dlt)
         if gram_faith is None and include_single:
             gram_faith = infidelity_gram(s[..., :k], dlt)
     if gram_faith is None:
         gram_faith = torch.full((n, k, k), math.nan, dtype=torch.float64)
-    return EvaluationResult(names, sens_avg, sens_max, sq.permute(1, 0, 2).mean(1), infd, fcor, grams.mean(0), gram_faith, m)
+    return EvaluationResult(names, sens_avg, sens_max, sq.permute(1, 0, 2).mean(1), infd, fcor, grams.mean(0), gram_faith, m,
+                            *(first if first is not None else (None, None)))
 
 
 def weighted_maps(maps: Any, weights: Any) -> torch.Tensor:
@@ -442,6 +451,36 @@ def weighted_maps(maps: Any, weights: Any) -> torch.Tensor:
     if tuple(w.shape) != tuple(t.shape[:2]):
         raise ValueError(f"`weights` must have shape {tuple(t.shape[:2])}, got {tuple(w.shape)}")
     return torch.einsum("nk,nkp->np", w.to(t.dtype), t.reshape(*t.shape[:2], -1)).view(t.shape[0], *t.shape[2:])
+
+
+def candidate_maps(maps: Any, names: Sequence[str], weights: Mapping[str, Any] | None = None, *,
+                   var_eps: float = 0.1) -> dict[str, torch.Tensor]:
+    """The maps of every candidate of the paper's tables: the single methods, AGG_mean, AGG_var and the
+    weighted aggregates.
+
+    Args:
+        maps: (N, k, *grid) normalized maps of the k methods.
+        names: the k method names, in stack order.
+        weights: optional candidate name -> (N, k) convex weights (e.g. ``agg_robust``), each turned into
+            :func:`weighted_maps`.
+        var_eps: epsilon of :func:`agg_var`.
+
+    Returns:
+        dict name -> (N, *grid) float32 maps: the k methods, ``agg_mean``, ``agg_var``, then ``weights``'s
+        names in their order.
+    """
+    t = _check_stack(maps)
+    names = list(names)
+    if len(names) != t.shape[1] or len(set(names)) != len(names):
+        raise ValueError(f"`names` must be {t.shape[1]} distinct method names (one per map), got {names}")
+    out = {name: t[:, i] for i, name in enumerate(names)}
+    out["agg_mean"] = agg_mean(t)
+    out["agg_var"] = agg_var(t, var_eps)
+    for name, w in (weights or {}).items():
+        if name in out:
+            raise ValueError(f"`weights` name {name!r} clashes with a method or agg_mean / agg_var")
+        out[name] = weighted_maps(t, w)
+    return out
 
 
 def subset_weights(grams: Mapping[str, Any], indices: Sequence[int] | None = None, *, allowed: Any = None, solver: str = "exact") -> dict[str, torch.Tensor]:
@@ -529,45 +568,121 @@ def generalization_gap(
     return torch.stack(rows)
 
 
-def ambiguity_check(ev: EvaluationResult, weights: Mapping[str, Any], methods: Sequence[str], *, rtol: float = 1e-6):
-    """Theorem 4.2 per image on the fresh robustness draws of an evaluation.
+def ambiguity_check(ev: EvaluationResult, weights: Mapping[str, Any], methods: Sequence[str], *, rtol: float = 1e-6,
+                    form: str = "squared_sensitivity"):
+    """Theorem 4.2's identity per image on the fresh draws of an evaluation (a check of the arithmetic).
 
-    ``Q(phi^w)`` (measured directly from the perturbed aggregated maps) must equal
-    ``sum_i w_i Q(phi^i)`` (measured directly from each method's perturbed maps) minus the diversity term
-    ``sum_i w_i (e_i - w)^T G (e_i - w)`` (from the fresh Gram), with Q the squared Average-Sensitivity.
+    ``Q(phi^w)`` (measured directly from the aggregate's own perturbed maps or mask sums) must equal
+    ``sum_i w_i Q(phi^i)`` (measured directly from each method's) minus the diversity (ambiguity) term
+    ``sum_i w_i (e_i - w)^T G (e_i - w)`` computed from the fresh Gram ``G`` of the single methods.
+    The identity holds for *any* weights on the simplex and any set of draws, so it cannot fail on
+    data: a violation means the aggregate's maps were not the weighted maps, i.e. a bug. What it
+    measures is the size of the ambiguity term, the gain of aggregating over averaging the metrics.
 
     Args:
         ev: :class:`EvaluationResult` with the single methods included (``include_single=True``).
         weights: candidate name -> (N, K) weights, each name evaluated in ``ev``.
         methods: the K method names in weight order.
         rtol: relative tolerance of the identity.
+        form: the generalized L2 metric ``Q``: ``"squared_sensitivity"`` (``gamma_1 = I_d``,
+            ``gamma_2 = phi(x + eps)``: ``ev.sens_avg_sq`` and ``ev.gram_robust``) or ``"infidelity"``
+            (``gamma_1 = I^T`` a random mask, ``gamma_2 = f(x) - f(x_masked)``, without Yeh's rescaling,
+            which is not linear in the map: from ``ev.faith_sums`` / ``ev.faith_deltas`` of the first
+            baseline).
 
     Returns:
-        pandas DataFrame, one row per (strategy, sample): ``aggregate``, ``weighted``, ``diversity``,
-        ``residual_rel`` = ``|aggregate - (weighted - diversity)| / weighted``, ``improves``
-        (aggregate <= weighted), ``holds`` (identity within rtol and improvement).
+        pandas DataFrame, one row per (strategy, sample): ``form``, ``aggregate``, ``weighted``,
+        ``diversity``, ``residual_rel`` = ``|aggregate - (weighted - diversity)| / weighted``,
+        ``improves`` (aggregate <= weighted), ``holds`` (identity within rtol and improvement).
+
+    References:
+        Decker et al., ICML 2024, Theorem 4.2 (after Krogh & Vedelsby's ambiguity decomposition, 1994).
     """
     import pandas as pd
     from .gram import ambiguity_decomposition
 
+    check_choice(form, "form", ("squared_sensitivity", "infidelity"))
     missing = [m for m in list(methods) + list(weights) if m not in ev.names]
     if missing:
         raise ValueError(f"not evaluated in `ev`: {missing}")
-    singles = ev.sens_avg_sq[:, [ev.names.index(m) for m in methods]].double()
+    cols = [ev.names.index(m) for m in methods]
+    if form == "squared_sensitivity":
+        per_candidate = ev.sens_avg_sq.double()
+        gram = ev.gram_robust.double()
+    else:
+        if ev.faith_sums is None or ev.faith_deltas is None:
+            raise ValueError("`ev` holds no Infidelity samples (faith_sums); evaluate with at least one baseline")
+        sums, deltas = ev.faith_sums.double(), ev.faith_deltas.double().to(ev.faith_sums.device)
+        per_candidate = ((sums - deltas[..., None]) ** 2).mean(1)  # (N, S): Q without rescaling
+        gram = infidelity_gram(sums[..., cols], deltas, rescale=False)
+    singles = per_candidate[:, cols]
     frames = []
     for name, w in weights.items():
         wt = check_tensor(w, f"weights[{name!r}]", ndim=2, dtype=None).double().to(singles.device)
-        terms = ambiguity_decomposition(ev.gram_robust.to(singles.device), wt)
-        direct = ev.sens_avg_sq[:, ev.names.index(name)].double()
+        terms = ambiguity_decomposition(gram.to(singles.device), wt)
+        direct = per_candidate[:, ev.names.index(name)]
         weighted = (singles * wt).sum(1)
         scale = weighted.abs().clamp_min(1e-300)
         resid = (direct - (weighted - terms["diversity"])).abs() / scale
         improves = direct <= weighted * (1 + rtol) + 1e-15
         frames.append(pd.DataFrame({
-            "strategy": name, "sample": np.arange(len(direct)), "aggregate": direct.cpu().numpy(), "weighted": weighted.cpu().numpy(),
-            "diversity": terms["diversity"].cpu().numpy(), "residual_rel": resid.cpu().numpy(),
-            "improves": improves.cpu().numpy(), "holds": ((resid <= rtol) & improves).cpu().numpy(),
+            "strategy": name, "form": form, "sample": np.arange(len(direct)), "aggregate": direct.cpu().numpy(),
+            "weighted": weighted.cpu().numpy(), "diversity": terms["diversity"].cpu().numpy(),
+            "residual_rel": resid.cpu().numpy(), "improves": improves.cpu().numpy(),
+            "holds": ((resid <= rtol) & improves).cpu().numpy(),
         }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def weighted_average_check(ev: EvaluationResult, weights: Mapping[str, Any], methods: Sequence[str],
+                           metrics: Sequence[str] = ("sens_avg", "infidelity")):
+    """Is each aggregate no worse than the weighted average of its parts on the metrics as *reported*?
+
+    Theorem 4.2 guarantees ``Q(phi^w) <= sum_i w_i Q(phi^i)`` for generalized L2 metrics (squared,
+    absolute sensitivity; Infidelity without rescaling). The paper's tables report other forms: Quantus'
+    relative, unsquared Average-/Max-Sensitivity ``||phi(x) - phi(x + eps)|| / ||phi(x)||`` and Infidelity
+    with Yeh's optimal rescaling of each map. Neither is a quadratic form in ``w`` (the denominator and
+    the rescaling factor change with ``w``), so the guarantee can fail there: this measures whether it
+    carries over, image by image, on fresh draws.
+
+    Args:
+        ev: :class:`EvaluationResult` with the single methods included.
+        weights: candidate name -> (N, K) weights, each name evaluated in ``ev``.
+        methods: the K method names in weight order.
+        metrics: metric names of :meth:`EvaluationResult.per_image` where lower is better
+            (``"sens_avg"``, ``"sens_max"``, ``"sens_avg_sq"``, ``"infidelity"``, ``"infidelity_zero"``, ...).
+
+    Returns:
+        pandas DataFrame, one row per (strategy, metric, sample): ``aggregate``, ``weighted``
+        (``sum_i w_i metric(phi^i)``, NaN methods with zero weight ignored), ``excess`` =
+        ``aggregate - weighted`` and ``improves`` (``excess <= 0``); NaN rows (undefined metric) dropped.
+
+    References:
+        Decker et al., ICML 2024, Theorem 4.2 and Tables 1-2.
+    """
+    import pandas as pd
+
+    missing = [m for m in list(methods) + list(weights) if m not in ev.names]
+    if missing:
+        raise ValueError(f"not evaluated in `ev`: {missing}")
+    frames = []
+    for metric in metrics:
+        if metric.startswith("fcor"):
+            raise ValueError(f"`metrics`: {metric!r} is higher-is-better and no L2 metric; pass lower-is-better metrics")
+        vals = ev.per_image(metric)
+        singles = torch.stack([vals[m].double() for m in methods], dim=1)
+        for name, w in weights.items():
+            wt = check_tensor(w, f"weights[{name!r}]", ndim=2, dtype=None).double().to(singles.device)
+            if tuple(wt.shape) != tuple(singles.shape):
+                raise ValueError(f"`weights[{name!r}]` must have shape {tuple(singles.shape)}, got {tuple(wt.shape)}")
+            weighted = torch.where(wt > 0, wt * singles, torch.zeros_like(singles)).sum(1)
+            agg = vals[name].double()
+            ok = torch.isfinite(agg) & torch.isfinite(weighted)
+            frames.append(pd.DataFrame({
+                "strategy": name, "metric": metric, "sample": np.arange(len(agg))[ok.cpu().numpy()],
+                "aggregate": agg[ok].cpu().numpy(), "weighted": weighted[ok].cpu().numpy(),
+                "excess": (agg - weighted)[ok].cpu().numpy(), "improves": (agg <= weighted)[ok].cpu().numpy(),
+            }))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -585,9 +700,11 @@ def evaluate_strategies(
     blur_sigma: float | None = None,
     agg_var_eps: float = 0.1,
     solver: str = "exact",
+    subsets: Mapping[str, Sequence[str]] | None = None,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
-) -> tuple[EvaluationResult, dict[str, torch.Tensor]]:
+    return_grams: bool = False,
+) -> tuple[EvaluationResult, dict[str, torch.Tensor]] | tuple[EvaluationResult, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The Table 1 / 2 protocol for one model in one call: fit weights on ``m_agg`` draws, score on ``m_eval`` fresh ones.
 
     Explains ``x`` once with every method, estimates the robustness Gram on ``m_agg`` noise draws and the
@@ -605,14 +722,22 @@ def evaluate_strategies(
         radius, share, baselines, blur_sigma: as in :func:`evaluate_aggregations`; the first baseline is fitted.
         agg_var_eps: epsilon of :func:`agg_var`.
         solver: ``"exact"`` or ``"cvxpy"``.
+        subsets: optional name -> method names (>= 2 of ``methods`` each): AGG_robust / AGG_faith / AGG_opt
+            restricted to each subset are fitted on the same draws and evaluated too, as candidates
+            ``agg_robust_<name>``, ``agg_faith_<name>``, ``agg_opt_<name>`` (weight 0 outside the subset; the
+            paper's Tables 8-11 compare such subsets).
         generator: seeded torch generator (CPU); the draws of fitting and evaluation are taken from it in turn.
+        return_grams: also return the fitted (in-sample) matrices ``{"robust": (N, k, k), "faith": (N, k, k)}``,
+            e.g. to compare in-sample and held-out objectives.
 
     Returns:
         ``(ev, weights)``: the :class:`EvaluationResult` (candidates: the k methods, then ``agg_robust``,
-        ``agg_faith``, ``agg_opt``, ``agg_mean``, ``agg_var``) and the float64 (N, k) weights per strategy.
+        ``agg_faith``, ``agg_opt``, the subset aggregates, ``agg_mean``, ``agg_var``) and the float64 (N, k)
+        weights per strategy; ``(ev, weights, grams)`` with ``return_grams=True``.
 
     Raises:
-        ValueError: fewer than 2 methods, ``m_agg < 1``, ``m_eval < 2`` or an unknown solver / baseline.
+        ValueError: fewer than 2 methods, ``m_agg < 1``, ``m_eval < 2``, an unknown solver / baseline, or a
+            subset with unknown or fewer than 2 methods.
     """
     m_agg = check_int(m_agg, "m_agg", low=1)
     m_eval = check_int(m_eval, "m_eval", low=2)
@@ -629,7 +754,16 @@ def evaluate_strategies(
         "faith": infidelity_gram(*faith_samples(model, x, target, maps, m=m_agg, share=share, baseline=baselines[0],
                                                 blur_sigma=blur_sigma, generator=generator, batch_size=batch_size)),
     }
-    weights = subset_weights(grams, allowed=nondegenerate(maps), solver=solver)
+    valid = nondegenerate(maps)
+    weights = subset_weights(grams, allowed=valid, solver=solver)
+    names = list(fns)
+    for sub, members in (subsets or {}).items():
+        members = [members] if isinstance(members, str) else list(members)
+        unknown = [m for m in members if m not in names]
+        if unknown or len(set(members)) < 2:
+            raise ValueError(f"`subsets[{sub!r}]` must name at least 2 distinct methods of {names}, got {members}")
+        idx = [names.index(m) for m in members]
+        weights.update({f"{key}_{sub}": w for key, w in subset_weights(grams, idx, allowed=valid, solver=solver).items()})
     k = maps.shape[1]
     weights["agg_mean"] = torch.full((maps.shape[0], k), 1.0 / k, dtype=torch.float64, device=weights["agg_robust"].device)
     ev = evaluate_aggregations(
@@ -637,4 +771,4 @@ def evaluate_strategies(
         m=m_eval, radius=radius, share=share, baselines=baselines, blur_sigma=blur_sigma, generator=generator,
         batch_size=batch_size,
     )
-    return ev, weights
+    return (ev, weights, grams) if return_grams else (ev, weights)

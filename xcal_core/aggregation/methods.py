@@ -3,7 +3,7 @@
 Each preset wraps :func:`xcal_core.explainers.explain` with the settings used in notebook 04, so a
 notebook can say ``make_methods(["saliency", "smoothgrad", ...])`` and hand the result to
 :func:`~xcal_core.aggregation.aggregate`. Perturbation methods work on square patches (the paper's
-16x16 patches on 224 px images; 2x2 on 8x8 digits, 4x4 on 32x32 shapes).
+16x16 patches on 224 px images; 2x2 on 8x8 digits, 7x7 on 28x28 Fashion-MNIST).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from .._validation import check_int, check_positive
 
-__all__ = ["METHOD_PRESETS", "PAPER_ORDER", "make_methods", "patch_mask"]
+__all__ = ["METHOD_PRESETS", "PAPER_ORDER", "ZERO_REFERENCE", "make_methods", "patch_mask"]
 
 # name -> (explain method, family); the paper's display names in the notebook come from these keys
 METHOD_PRESETS: dict[str, tuple[str, str]] = {
@@ -30,7 +30,13 @@ METHOD_PRESETS: dict[str, tuple[str, str]] = {
     "occlusion": ("occlusion", "perturbation"),
     "feature_ablation": ("feature_ablation", "perturbation"),
     "kernel_shap": ("kernel_shap", "perturbation"),
+    "lime": ("lime", "perturbation"),
+    "shapley_sampling": ("shapley_sampling", "perturbation"),
 }
+# methods whose reference input is the all-zero image: where a pixel is 0 (in every channel) their attribution is
+# exactly 0 (x * gradient, the zero-baseline path integral, the rescale rule from a zero reference, and the
+# 0-replacement ablations whose coalitions do not change when a zero patch is "removed")
+ZERO_REFERENCE = ("input_x_gradient", "deeplift", "integrated_gradients", "occlusion", "feature_ablation", "shapley_sampling")
 # Tables 8/9 add methods in this order (DeepLift, VarGrad, GuidedBP, SmoothGrad, IntGrad, InputxGrad, Saliency)
 PAPER_ORDER = ("deeplift", "vargrad", "guided_backprop", "smoothgrad", "integrated_gradients", "input_x_gradient", "saliency")
 
@@ -53,6 +59,7 @@ def make_methods(
     noise_samples: int = 20,
     noise_level: float = 0.15,
     shap_samples: int = 64,
+    shapley_perms: int = 2,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
 ) -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]]:
@@ -64,7 +71,9 @@ def make_methods(
         ig_steps: Integrated Gradients quadrature nodes.
         noise_samples: samples of SmoothGrad / VarGrad / GradientSHAP.
         noise_level: SmoothGrad / VarGrad noise sigma as a fraction of the input range.
-        shap_samples: KernelSHAP coalitions per input.
+        shap_samples: KernelSHAP / LIME coalitions per input.
+        shapley_perms: permutations per input of Shapley value sampling (``(d - 1) x shapley_perms + 2``
+            forward passes for d patches).
         generator: one torch generator shared by the stochastic methods (reproducible for a fixed call order).
         batch_size: inputs per forward pass inside the methods (None = the explainer default).
 
@@ -81,6 +90,7 @@ def make_methods(
     check_int(ig_steps, "ig_steps", low=1)
     check_int(noise_samples, "noise_samples", low=1)
     check_int(shap_samples, "shap_samples", low=1)
+    check_int(shapley_perms, "shapley_perms", low=1)
     check_positive(noise_level, "noise_level")
     if isinstance(names, str):
         raise TypeError("`names` must be a sequence of method names, not a single string")
@@ -101,12 +111,14 @@ def make_methods(
             kw = {"n_samples": noise_samples}
         elif method == "occlusion":
             kw = {"window": patch, "stride": patch}
-        elif method == "kernel_shap":
+        elif method in ("kernel_shap", "lime"):
             kw = {"n_samples": shap_samples}
+        elif method == "shapley_sampling":
+            kw = {"n_samples": shapley_perms}
 
         def fn(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             extra = dict(kw)
-            if method in ("feature_ablation", "kernel_shap"):
+            if method in ("feature_ablation", "kernel_shap", "lime", "shapley_sampling"):
                 extra["feature_mask"] = patch_mask(x.shape[-2], x.shape[-1], patch).to(x.device)
             return explain(model, x, target, method, generator=generator, batch_size=batch_size, **extra)
 

@@ -52,7 +52,8 @@ def _ax(ax, figsize):
     return ax.figure, ax
 
 
-def plot_metric_bars(values: Mapping[str, Any], *, title: str = "", ylabel: str = "", higher_is_better: bool = False, ax=None):
+def plot_metric_bars(values: Mapping[str, Any], *, title: str = "", ylabel: str = "", higher_is_better: bool = False, ax=None,
+                     reference: float | None = None, reference_label: str = "reference"):
     """Mean +- 95 % CI per candidate as horizontal bars, sorted best first; aggregates (``agg_*``) in red.
 
     Args:
@@ -60,6 +61,9 @@ def plot_metric_bars(values: Mapping[str, Any], *, title: str = "", ylabel: str 
         title, ylabel: labels (``ylabel`` labels the value axis).
         higher_is_better: sort direction.
         ax: optional matplotlib Axes.
+        reference: optional value drawn as a dashed vertical line across all bars (e.g. the score of a
+            uniform map), labelled ``reference_label`` in a legend.
+        reference_label: legend text of the reference line.
 
     Returns:
         (fig, ax).
@@ -80,6 +84,12 @@ def plot_metric_bars(values: Mapping[str, Any], *, title: str = "", ylabel: str 
     ax.set_xlabel(ylabel + (" (higher is better)" if higher_is_better else " (lower is better)"))
     fit_title(ax, title)
     ax.grid(axis="x", alpha=0.3)
+    if reference is not None:
+        ref = float(reference)
+        if not np.isfinite(ref):
+            raise ValueError(f"`reference` must be a finite number, got {reference!r}")
+        ax.axvline(ref, color="k", ls="--", lw=1.2, label=reference_label)
+        ax.legend(fontsize=FONT["legend"], loc="lower right")
     return fig, ax
 
 
