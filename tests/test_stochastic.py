@@ -276,12 +276,12 @@ def test_train_stochastic_lr_schedule_known_steps(schedule):
     # bias by (almost exactly) the current learning rate; 3 epochs x 2 batches = 6 steps
     torch.manual_seed(0)
     net = to_dropconnect(nn.Sequential(nn.Linear(1, 1)), p=0.0)
-    b0 = float(net[0].bias)
+    b0 = float(net[0].bias.detach())
     x, y = torch.zeros(8, 1), torch.full((8,), 1e6)
     lr, steps = 1e-2, 6
     train_stochastic(net, x, y, epochs=3, lr=lr, batch_size=4, task="regression", seed=0, lr_schedule=schedule)
     rates = [lr] * steps if schedule == "constant" else [lr * (1 + math.cos(math.pi * k / steps)) / 2 for k in range(steps)]
-    assert float(net[0].bias) - b0 == pytest.approx(sum(rates), rel=1e-4)
+    assert float(net[0].bias.detach()) - b0 == pytest.approx(sum(rates), rel=1e-4)
     assert float(net[0].weight.grad.abs().sum()) == 0.0  # zero inputs: only the bias moves
     with pytest.raises(ValueError, match="unknown `lr_schedule`"):
         train_stochastic(net, x, y, epochs=1, task="regression", lr_schedule="step")

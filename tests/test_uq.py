@@ -599,3 +599,41 @@ def test_predictive_scores_and_class_error_rates():
     assert reg.loc["r", "rmse"] == pytest.approx(math.sqrt(2.0)) and reg.loc["r", "mean_std"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="`outputs` is empty"):
         predictive_scores({}, y)
+
+
+# ------------------------------------------------------------------------------- diagnostics
+def test_pool_features_and_pooled_cv_tables():
+    from xcal_core.uq import explanation_grid, pool_features, pooled_cv_tables
+
+    d = torch.arange(2 * 1 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 1, 6, 6) - 30
+    pooled = pool_features(d, MASK)
+    assert pooled.shape == (2, 1, 9)
+    for c in range(9):
+        assert torch.allclose(pooled[:, 0, c], d.abs()[:, 0, 0][:, MASK == c].sum(1))
+    # maps constant within equal-sized cells (LIME's): pooling leaves the per-image CV unchanged
+    reals = {"ensemble": sample_realisations([cnn(seed=1), cnn(seed=2), cnn(seed=3)])}
+    x = torch.rand(5, 1, 6, 6, generator=gen(9))
+    g = explanation_grid(reals, x, {"guided_backprop": {}, "lime": {"n_samples": 20, "feature_mask": MASK}},
+                         channel_reduce="sum", generator=gen(1))
+    tabs = pooled_cv_tables(g, MASK)
+    for s in ("cv_mean", "cv_global"):
+        assert tabs[s].shape == (1, 2)
+        assert tabs[s].loc["ensemble", "lime"] == pytest.approx(g.cv_table(s).loc["ensemble", "lime"], rel=1e-5)
+    # pixel maps: pooling to 9 cells averages within cells, the ratio of totals cannot grow
+    assert tabs["cv_global"].loc["ensemble", "guided_backprop"] <= g.cv_table("cv_global").loc["ensemble", "guided_backprop"] + 1e-6
+    with pytest.raises(ValueError, match="`feature_mask`"):
+        pool_features(d, MASK[:5])
+
+
+def test_top_ranked_share_known_answer():
+    from xcal_core.uq import top_ranked_share
+
+    maps = torch.tensor([[4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]])
+    region = torch.tensor([[True, True, False, False], [True, True, False, False]])
+    assert top_ranked_share(maps, region, 0.5).tolist() == [1.0, 0.0]
+    assert top_ranked_share(maps, region, 1.0).tolist() == [0.5, 0.5]
+    assert top_ranked_share(maps, region, 0.1).tolist() == [1.0, 0.0]  # at least one feature
+    with pytest.raises(ValueError, match="`region`"):
+        top_ranked_share(maps, region.float(), 0.5)
+    with pytest.raises(ValueError, match="`fraction`"):
+        top_ranked_share(maps, region, 0.0)

@@ -131,7 +131,7 @@ def claim_lowest_cv(tables: Mapping[str, pd.DataFrame], *, dataset: str, explain
         rows_passed[summ] = wins >= k
         per_ue = ", ".join(f"{ue}: {ex}" for ue, ex in lowest.items())
         details[summ] = (f"{explainer} lowest for {wins}/{len(sub)} UE methods (need {k}); lowest per UE method: "
-                         f"{per_ue}; {explainer}'s CV relative to the best other explainer: "
+                         f"{per_ue}; {explainer}'s CV below (+) or above (-) the best other explainer's: "
                          + ", ".join(f"{ue} {m:+.0%}" for ue, m in margin.items()))
         obs.append(f"{_label(summ)}: {explainer} lowest for {wins}/{len(sub)} ({per_ue})")
     need_txt = "3 of 4" if need is None else str(need)

@@ -26,7 +26,8 @@ from ..metrics import curve_auc, curve_fractions, perturbation_curve
 from ..models.stochastic import Realisations
 from .summaries import ExplanationSummary
 
-__all__ = ["RANKINGS", "MeanPrediction", "RankedCurves", "ranked_perturbation_curves", "sample_perturbation_auc"]
+__all__ = ["RANKINGS", "MeanPrediction", "RankedCurves", "ranked_perturbation_curves", "sample_perturbation_auc",
+           "top_ranked_share"]
 
 RANKINGS = ("mean", "std", "random")
 
@@ -213,3 +214,31 @@ def sample_perturbation_auc(
                            baseline=baseline, step=step, max_fraction=max_fraction, score=score,
                            feature_mask=fm, batch_size=batch_size)
     return curve_auc(c, _fractions_for(x, step, max_fraction, feature_mask).to(c.device)).reshape(t_all, n)
+
+
+def top_ranked_share(maps: Any, region: Any, fraction: float) -> torch.Tensor:
+    """Share of each input's top-ranked features that lie in a region, (N,).
+
+    A diagnostic for insertion / deletion: with a zero baseline, deleting a pixel that is already 0 (the
+    black background of Fashion-MNIST) changes nothing, so a map that ranks background pixels first
+    deletes slowly whatever it explains.
+
+    Args:
+        maps: (N, ...) rankings (e.g. a summary's mean map; larger = ranked first).
+        region: (N, ...) bool, the same shape (e.g. ``x == 0``).
+        fraction: the top fraction of features to look at, in (0, 1] (at least one feature).
+
+    Returns:
+        (N,) float: the share of the ``ceil(fraction * D)`` top-ranked features inside ``region``.
+    """
+    m = check_tensor(maps, "maps")
+    r = torch.as_tensor(region)
+    if r.shape != m.shape or r.dtype != torch.bool:
+        raise ValueError(f"`region` must be a bool tensor shaped like `maps` {tuple(m.shape)}, got {r.dtype} {tuple(r.shape)}")
+    if not isinstance(fraction, (int, float)) or not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
+    n = m.shape[0]
+    flat, reg = m.reshape(n, -1), r.reshape(n, -1).to(m.device)
+    k = max(1, int(np.ceil(float(fraction) * flat.shape[1])))
+    top = flat.topk(k, dim=1).indices
+    return reg.gather(1, top).float().mean(1)

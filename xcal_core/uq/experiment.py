@@ -29,7 +29,8 @@ from ..metrics import accuracy, ece, nll, paired_test
 from ..models.stochastic import Realisations
 from .distributions import COALITIONS, explanation_distribution
 from .evaluation import RankedCurves, ranked_perturbation_curves
-from .summaries import ExplanationSummary, kruskal_by_class, map_rank_correlation, predictive_uncertainty, summarize
+from .summaries import (ExplanationSummary, kruskal_by_class, map_rank_correlation, pool_features,
+                        predictive_uncertainty, summarize)
 
 __all__ = [
     "CV_SUMMARIES",
@@ -43,6 +44,7 @@ __all__ = [
     "true_logit_agreement",
     "class_kruskal_table",
     "class_error_rates",
+    "pooled_cv_tables",
     "explainer_order_stability",
     "uncertainty_correlation",
     "metric_rows",
@@ -315,6 +317,45 @@ def predictive_scores(outputs: Mapping[str, Any], labels: Any, *, n_bins: int = 
         pm = torch.softmax(o.double(), -1).mean(0).float()
         rows[ue] = {"accuracy": accuracy(pm, y), "nll": nll(pm, y), "ece": ece(pm, y, n_bins=n_bins), "n": o.shape[1]}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("ue")
+
+
+def pooled_cv_tables(grid: ExplanationGrid, feature_mask: Any, *, inputs: int | None = None,
+                     explainers: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Dataset-mean CV tables with every map first summed within the cells of ``feature_mask``.
+
+    The like-for-like version of :meth:`ExplanationGrid.cv_table` for explainers of different
+    resolution: GBP and IG give one value per pixel, LIME one per cell; pooling every map to the same
+    cells removes the advantage a coarse map has in a per-feature CV. LIME's maps are constant within
+    its cells, so with equal-sized cells its pooled CV equals its per-pixel CV.
+
+    Args:
+        grid: an image :class:`ExplanationGrid` (its summary settings are reused).
+        feature_mask: (H, W) cell index per pixel (e.g. LIME's mask).
+        inputs: the first ``inputs`` inputs only (default: those each explainer explained).
+        explainers: which explainers (default all).
+
+    Returns:
+        {summary: (UE method x explainer) table} for every key of :data:`CV_SUMMARIES`.
+    """
+    st = grid.settings
+    exs = list(grid.n_inputs) if explainers is None else list(explainers)
+    rows = []
+    for (ue, ex), d in grid.dists.items():
+        if ex not in exs:
+            continue
+        m = d.shape[1] if inputs is None else min(d.shape[1], check_int(inputs, "inputs", low=1))
+        pooled = pool_features(d[:, :m], feature_mask, absolute=st.get("absolute", True),
+                               channel_reduce=st.get("channel_reduce") or "sum")
+        per = summarize(pooled, rel_eps=st.get("rel_eps", 1e-8), zero_tol=st.get("zero_tol", 1e-6)).per_input()
+        rows.append({"ue": ue, "explainer": ex, **{k: float(np.nanmean(per[k].double().cpu().numpy()))
+                                                    for k in CV_SUMMARIES}})
+    if not rows:
+        raise ValueError(f"the grid holds none of the explainers {exs}")
+    df = pd.DataFrame(rows)
+    order_ue = [u for u in grid.realisations if u in set(df["ue"])]
+    order_ex = [e for e in exs if e in set(df["explainer"])]
+    return {k: df.pivot(index="ue", columns="explainer", values=k).reindex(index=order_ue, columns=order_ex)
+            for k in CV_SUMMARIES}
 
 
 def class_error_rates(outputs: Any, labels: Any) -> pd.Series:

@@ -52,6 +52,7 @@ __all__ = [
     "map_rank_correlation",
     "predictive_uncertainty",
     "planted_distribution",
+    "pool_features",
 ]
 
 
@@ -355,3 +356,38 @@ def planted_distribution(n_inputs: int, n_features: int, n_realisations: int, *,
     signs = torch.gather(signs, 0, perm)
     dist = m * (1 + float(cv) * signs) * varying
     return dist.float(), varying
+
+
+def pool_features(dist: Any, feature_mask: Any, *, absolute: bool = True, channel_reduce: str | None = "sum") -> torch.Tensor:
+    """Sum an explanation distribution's maps within the cells of a feature mask, (T, N, K).
+
+    Puts pixel maps (GBP, IG) on the resolution of a cell-based explainer (LIME on a grid of cells), so
+    that their CVs can be compared like for like: a CV over 16 cells averages out pixel-level noise that
+    a CV over 784 pixels keeps.
+
+    Args:
+        dist: (T, N, C, H, W) or (T, N, H, W) explanation distribution.
+        feature_mask: (H, W) int64 cell index of every pixel, cells numbered 0..K-1 (e.g.
+            :func:`~xcal_core.perturbations.masks.patch_feature_mask`).
+        absolute, channel_reduce: map post-processing before pooling (:func:`postprocess_maps`);
+            ``channel_reduce`` applies to 5-D distributions only.
+
+    Returns:
+        (T, N, K) float tensor: the sum of each cell's (absolute) attributions.
+    """
+    d = check_tensor(dist, "dist")
+    if d.ndim not in (4, 5):
+        raise ValueError(f"`dist` must be (T, N, C, H, W) or (T, N, H, W), got shape {tuple(d.shape)}")
+    d = postprocess_maps(d, absolute=absolute, channel_reduce=channel_reduce if d.ndim == 5 else None)
+    if d.ndim == 5:
+        raise ValueError("`channel_reduce` must be 'sum' or 'max' to pool image distributions with channels")
+    fm = torch.as_tensor(feature_mask)
+    if fm.shape != d.shape[2:] or fm.is_floating_point():
+        raise ValueError(f"`feature_mask` must be an integer (H, W) = {tuple(d.shape[2:])} map, got {tuple(fm.shape)}")
+    ids = fm.reshape(-1).long().to(d.device)
+    if int(ids.min()) < 0:
+        raise ValueError("`feature_mask` must hold cell indices >= 0")
+    k = int(ids.max()) + 1
+    flat = d.reshape(d.shape[0], d.shape[1], -1)
+    out = torch.zeros((d.shape[0], d.shape[1], k), dtype=flat.dtype, device=d.device)
+    return out.index_add_(2, ids, flat)
