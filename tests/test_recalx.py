@@ -245,6 +245,10 @@ def test_remove_and_retrain_fills_removed_columns():
     out = remove_and_retrain(ds, [0, 1, 2], [1, 2], model_name="mlp", seeds=(0,), epochs=2)
     assert out.k.tolist() == [0, 1, 2] and out.removed.tolist() == [(), (0,), (0, 1)]
     assert (out.test_loss > 0).all()
+    # digits are (1, 8, 8) pixel features: feature i is element i of the flattened image
+    digits = load_dataset("digits", seed=0)
+    out = remove_and_retrain(digits, [21, 35], [1], model_name="mlp", seeds=(0,), epochs=1)
+    assert out.k.tolist() == [0, 1] and out.removed.tolist() == [(), (21,)]
 
 
 class _GradProbe(torch.nn.Module):

@@ -52,6 +52,23 @@ def test_cell_summary_reads_distances_from_the_floor():
         cell_summary(t.to_dict())
 
 
+def test_seeds_that_disagree_widen_the_spread():
+    """Three seeds whose ReCalX MAX differs a lot: a small mean advantage is undecided, not a win."""
+    rows = []
+    for s, scale in enumerate((0.2, 1.0, 1.8)):
+        t = _table({"uncalibrated": GROW, "temperature_scaling": GROW * 1.1, "recalx": GROW * scale * 0.9},
+                   seeds=(s,))
+        rows.append(t)
+    t = pd.concat(rows, ignore_index=True)
+    s = cell_summary(t).set_index(["dataset", "method"])
+    assert s.loc[("a", "recalx"), "n_seeds"] == 3 and s.loc[("a", "recalx"), "max_sd"] > 0.2
+    assert recalx_lowest_verdict(cell_summary(t)).verdict == "inconclusive"
+    # growth: seeds whose curves disagree on the direction leave the cell undecided
+    up = _table({"uncalibrated": GROW}, seeds=(0,))
+    down = _table({"uncalibrated": GROW[::-1] * 0.5}, seeds=(1,))
+    assert growth_verdict(pd.concat([up, down], ignore_index=True)).verdict == "inconclusive"
+
+
 def test_growth_holds_fails_and_lacks_power():
     assert growth_verdict(_table({"uncalibrated": GROW})).verdict == "holds"
     shrink = growth_verdict(_table({"uncalibrated": GROW[::-1]}))
@@ -105,6 +122,12 @@ def test_paired_cells_over_images():
     assert paired_cells_verdict(lower).verdict == "holds"
     noise = {f"cell{i}": paired_test(base + 0.01 * torch.randn(40, generator=g), base, alternative="less") for i in range(3)}
     assert paired_cells_verdict(noise).verdict == "fails"
+    mixed = {**lower, "noisy": noise["cell0"]}
+    assert paired_cells_verdict(mixed).verdict == "holds"
+    strict = paired_cells_verdict(mixed, require="all")
+    assert strict.verdict == "fails" and "not significant in 1 of 4 cells: noisy (median" in strict.fail_reason
+    with pytest.raises(ValueError, match="`require`"):
+        paired_cells_verdict(lower, require="most")
     few = {"cell": paired_test(base[:5] * 0.8, base[:5], alternative="less")}
     assert paired_cells_verdict(few).verdict == "inconclusive"
     with pytest.raises(ValueError, match="empty"):

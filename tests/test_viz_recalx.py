@@ -41,15 +41,17 @@ def test_ce_with_floor_one_line_per_method_and_seed_and_a_band_per_method():
     fig, ax = plot_ce_with_floor(_level_table(), title="fashion_mnist small_cnn zero")
     _fits_slide(fig)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[:3] == ["uncalibrated", "temperature scaling", "ReCalX"] and labels[3].startswith("floor ± 2 sd")
+    assert labels[:3] == ["uncalibrated", "temperature scaling", "ReCalX"] and labels[3].startswith("floor (dashed) ± 2 sd")
     assert len(ax.collections) == 3  # one floor band per method
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert band.min() == pytest.approx(0.1 - 0.04) and band.max() == pytest.approx(0.3 + 0.04)
-    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 0.1 + 0.2 * np.linspace(0, 1, 6) + 3 * np.linspace(0, 1, 6))
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 0.1 + 0.2 * np.linspace(0, 1, 6))  # the floor's mean
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), 0.1 + 0.2 * np.linspace(0, 1, 6) + 3 * np.linspace(0, 1, 6))
     plt.close(fig)
     # three seeds: three lines per method, never an interval computed from seeds
     fig, ax = plot_ce_with_floor(_level_table(seeds=(0, 1, 2)), metric="ce_kl_excess")
-    assert len([ln for ln in ax.get_lines() if len(ln.get_xdata()) == 6]) == 9
+    assert len([ln for ln in ax.get_lines() if len(ln.get_xdata()) == 6 and ln.get_label()[0] != "_"]) == 3
+    assert len([ln for ln in ax.get_lines() if len(ln.get_xdata()) == 6]) == 9  # 3 methods x 3 seeds (no floor line)
     assert any("3 seeds" in t.get_text() for t in ax.get_legend().get_texts())
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert band.min() == pytest.approx(-0.04) and band.max() == pytest.approx(0.04)  # around 0 for the excess

@@ -490,12 +490,13 @@ def remove_and_retrain(
     """Remove the top-k features of a ranking, retrain from scratch and report the test loss.
 
     A removed tabular feature is set to ``fill_value`` in every split (0 = the training mean of
-    standardized features), so the retrained model cannot use it. ``k = 0`` (no removal) is always
-    included as the reference.
+    standardized features), so the retrained model cannot use it. Feature ``i`` is element ``i`` of the
+    flattened input, so inputs shaped like images (digits as (1, 8, 8) pixel features) work too.
+    ``k = 0`` (no removal) is always included as the reference.
 
     Args:
-        dataset: an ``xcal_core.data.Dataset`` with tabular (N, D) splits.
-        ranking: feature indices, most important first.
+        dataset: an ``xcal_core.data.Dataset`` with tabular (N, D) splits (or (N, ...) pixel features).
+        ranking: feature indices into the flattened input, most important first.
         ks: numbers of removed features to evaluate (each in [1, D - 1]).
         model_name: :func:`xcal_core.models.build_model` name.
         seeds: training seeds.
@@ -521,8 +522,8 @@ def remove_and_retrain(
 
         def strip(split):
             x = split.x.clone()
-            if removed:
-                x[:, removed] = fill_value
+            if removed:  # feature i is element i of the flattened input: (N, D) rows or (N, 1, 8, 8) digits
+                x.view(x.shape[0], -1)[:, removed] = fill_value
             return dataclasses.replace(split, x=x)
 
         ds_k = dataclasses.replace(dataset, train=strip(dataset.train), cal=strip(dataset.cal), test=strip(dataset.test))

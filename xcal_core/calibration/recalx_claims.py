@@ -65,10 +65,12 @@ def cell_summary(table: Any, cells: Sequence[str] = CELL) -> Any:
     """AVG and MAX over levels of each method's distance from calibration, per cell (the paper's CE^AVG / CE^MAX).
 
     Per level the distance is ``|ce_kl - ce_kl_floor|`` (averaged over seeds when the table has several);
-    ``avg`` is its mean over the levels and ``max`` its maximum. The spreads come from the floors:
-    ``avg_sd = sqrt(mean(sd^2) / L)`` over the L levels, ``max_sd`` the floor sd at the level of the
-    maximum (both divided by sqrt(seeds)). ``raw_avg`` / ``raw_max`` are the same statistics of the raw
-    CE_KL (without the floor), ``ece_avg`` / ``ece_max`` of the 15-bin ECE when present.
+    ``avg`` is its mean over the levels and ``max`` its maximum. The spreads combine the estimator's
+    noise, from the floors (``sqrt(mean(sd^2) / L)`` over the L levels for ``avg``, the floor sd at the
+    level of the maximum for ``max``, both divided by sqrt(seeds)), with the variation between seeds
+    when there are several (the standard error of the per-seed AVG / MAX, which also covers the
+    training seed's model): ``avg_sd`` and ``max_sd``. ``raw_avg`` / ``raw_max`` are the same
+    statistics of the raw CE_KL (without the floor), ``ece_avg`` / ``ece_max`` of the 15-bin ECE.
 
     Args:
         table: per-level rows with ``method, level, ce_kl, ce_kl_floor, ce_kl_floor_sd``, the ``cells``
@@ -77,7 +79,7 @@ def cell_summary(table: Any, cells: Sequence[str] = CELL) -> Any:
 
     Returns:
         DataFrame with the ``cells`` columns, ``method``, ``avg``, ``avg_sd``, ``max``, ``max_sd``,
-        ``max_level``, ``raw_avg``, ``raw_max`` (and ``ece_avg``, ``ece_max``).
+        ``max_level``, ``n_seeds``, ``raw_avg``, ``raw_max`` (and ``ece_avg``, ``ece_max``).
     """
     import pandas as pd
 
@@ -89,21 +91,37 @@ def cell_summary(table: Any, cells: Sequence[str] = CELL) -> Any:
         agg["ece"] = ("ece", "mean")
     n_seeds = t.groupby([*cells, "method", "level"])["ce_kl"].size().rename("n_seeds")
     per = t.groupby([*cells, "method", "level"], sort=False).agg(**agg).join(n_seeds).reset_index()
+    seed_se = _seed_se(t, [*cells, "method"])
     rows = []
     for key, g in per.groupby([*cells, "method"], sort=False):
         g = g.sort_values("level")
         i = int(np.argmax(g["dist"].to_numpy()))
         ns = g["n_seeds"].to_numpy().astype(float)
+        se_avg, se_max, n_s = seed_se.get(key, (0.0, 0.0, 1))
         row = dict(zip([*cells, "method"], key))
         row.update({"avg": float(g["dist"].mean()),
-                    "avg_sd": float(math.sqrt(np.mean(g["var"] / ns) / len(g))),
-                    "max": float(g["dist"].iloc[i]), "max_sd": float(math.sqrt(g["var"].iloc[i] / ns[i])),
-                    "max_level": float(g["level"].iloc[i]),
+                    "avg_sd": float(math.sqrt(np.mean(g["var"] / ns) / len(g) + se_avg ** 2)),
+                    "max": float(g["dist"].iloc[i]),
+                    "max_sd": float(math.sqrt(g["var"].iloc[i] / ns[i] + se_max ** 2)),
+                    "max_level": float(g["level"].iloc[i]), "n_seeds": int(n_s),
                     "raw_avg": float(g["raw"].mean()), "raw_max": float(g["raw"].max())})
         if "ece" in g.columns:
             row.update({"ece_avg": float(g["ece"].mean()), "ece_max": float(g["ece"].max())})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _seed_se(t: Any, keys: Sequence[str]) -> dict:
+    """Standard errors over seeds of each group's AVG and MAX of ``dist`` over levels: {key: (se_avg, se_max, n)}."""
+    if "seed" not in t.columns:
+        return {}
+    per_seed = t.groupby([*keys, "seed"], sort=False)["dist"].agg(["mean", "max"]).reset_index()
+    out = {}
+    for key, g in per_seed.groupby(list(keys), sort=False):
+        n = len(g)
+        if n >= 2:
+            out[key] = (float(g["mean"].std(ddof=1) / math.sqrt(n)), float(g["max"].std(ddof=1) / math.sqrt(n)), n)
+    return out
 
 
 def _compare(a: float, a_sd: float, b: float, b_sd: float, n_sd: float) -> int:
@@ -118,7 +136,8 @@ def growth_verdict(table: Any, cells: Sequence[str] = CELL, *, method: str = "un
 
     Per cell the mean distance from calibration of ``method`` at the levels >= ``high`` is compared with
     the one at level 0 (the clean inputs); the cell grows / shrinks when the difference exceeds ``n_sd``
-    combined floor spreads, and is undecided otherwise. Holds when more than half of the cells grow;
+    combined spreads (the floors', plus the seeds' spread of the difference when there are several
+    seeds), and is undecided otherwise. Holds when more than half of the cells grow;
     inconclusive when more than half are undecided; fails otherwise.
 
     Args:
@@ -138,12 +157,21 @@ def growth_verdict(table: Any, cells: Sequence[str] = CELL, *, method: str = "un
         raise ValueError(f"`table` has no rows of method {method!r}")
     t = t.assign(dist=(t["ce_kl"] - t["ce_kl_floor"]).abs(), var=t["ce_kl_floor_sd"] ** 2)
     per = t.groupby([*cells, "level"]).agg(dist=("dist", "mean"), var=("var", "mean"), n=("dist", "size")).reset_index()
+    diff_se = {}  # the seeds' spread of (mean at high levels - level 0), when there are several seeds
+    if "seed" in t.columns:
+        d = t.assign(hi=t["level"] >= high - 1e-9, lo=t["level"] <= 1e-9)
+        for key, g in d.groupby(cells, sort=False):
+            per_seed = [float(gs.loc[gs["hi"], "dist"].mean() - gs.loc[gs["lo"], "dist"].mean())
+                        for _, gs in g.groupby("seed")]
+            if len(per_seed) >= 2:
+                diff_se[key] = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed)))
     grow, shrink, within, notes = [], [], [], []
     for key, g in per.groupby(cells, sort=False):
         lo, hi = g[g["level"] <= 1e-9], g[g["level"] >= high - 1e-9]
         if lo.empty or hi.empty:
             raise ValueError(f"cell {_cell_name(key)} needs level 0 and levels >= {high}")
-        a, a_sd = float(hi["dist"].mean()), math.sqrt(float((hi["var"] / hi["n"]).mean()) / len(hi))
+        a = float(hi["dist"].mean())
+        a_sd = math.sqrt(float((hi["var"] / hi["n"]).mean()) / len(hi) + diff_se.get(key, 0.0) ** 2)
         b, b_sd = float(lo["dist"].iloc[0]), math.sqrt(float(lo["var"].iloc[0] / lo["n"].iloc[0]))
         c = _compare(a, a_sd, b, b_sd, n_sd)
         (grow if c > 0 else shrink if c < 0 else within).append(_cell_name(key))
@@ -292,21 +320,27 @@ def retrain_verdict(recalx_increase: Sequence[float], uncal_increase: Sequence[f
     return Verdict(bool(len(a)) and better.mean() > 0.5, observed, fail, inconclusive)
 
 
-def paired_cells_verdict(tests: Mapping[str, Any], *, alpha: float = 0.05, expect: str = "lower") -> Verdict:
-    """C7 / C8: a paired test over images per cell; holds when the majority of cells are significant.
+def paired_cells_verdict(tests: Mapping[str, Any], *, alpha: float = 0.05, expect: str = "lower",
+                         require: str = "majority") -> Verdict:
+    """C7 / C8: a paired test over images per cell, ReCalX against the uncalibrated model.
 
     Args:
-        tests: cell name -> :class:`xcal_core.metrics.PairedTest` of ReCalX against uncalibrated, with the
-            alternative in the expected direction.
+        tests: cell name -> :class:`xcal_core.metrics.PairedTest` of ReCalX (``a``) against uncalibrated
+            (``b``), with the alternative in the expected direction.
         alpha: significance level of each test.
         expect: the expected direction in words (``"lower"``, ``"higher"``), for the observed line.
+        require: ``"majority"`` (more than half of the cells significant) or ``"all"`` (every cell
+            significant: the paper's "48/48 cells improve").
 
     Returns:
-        Holds when more than half of the cells are significant; inconclusive when more than half have
-        too few informative pairs (``too_few``); fails otherwise.
+        Holds when the required share of cells is significant; inconclusive when more than half of
+        the cells have too few informative pairs (``too_few``); fails otherwise, naming the cells that
+        are not significant with their medians and the share of images that moved the expected way.
     """
     if not tests:
         raise ValueError("`tests` is empty")
+    if require not in ("majority", "all"):
+        raise ValueError(f"unknown `require` {require!r}; expected 'majority' or 'all'")
     sig = [k for k, t in tests.items() if not t.too_few and t.significant(alpha)]
     few = [k for k, t in tests.items() if t.too_few]
     n = len(tests)
@@ -315,9 +349,16 @@ def paired_cells_verdict(tests: Mapping[str, Any], *, alpha: float = 0.05, expec
                             for k, t in tests.items()))
     inconclusive = (f"{len(few)} of {n} cells have fewer than 10 informative image pairs" if len(few) > n / 2 else None)
     not_sig = [k for k in tests if k not in sig]
-    fail = (f"not significant in {len(not_sig)} of {n} cells ({', '.join(not_sig[:4])}"
-            f"{', ...' if len(not_sig) > 4 else ''})")
-    return Verdict(len(sig) > n / 2, observed, fail, inconclusive)
+
+    def moved(t: Any) -> float:
+        return t.share_less if t.alternative == "less" else t.share_greater
+
+    detail = "; ".join(f"{k} (median {tests[k].median_b:.3g} -> {tests[k].median_a:.3g}, {expect} in "
+                       f"{100 * moved(tests[k]):.0f} % of {tests[k].n} images, p = {tests[k].p:.2g})"
+                       for k in not_sig[:4]) + ("; ..." if len(not_sig) > 4 else "")
+    fail = f"not significant in {len(not_sig)} of {n} cells: {detail}"
+    passed = len(sig) == n if require == "all" else len(sig) > n / 2
+    return Verdict(passed, observed, fail, inconclusive)
 
 
 def flattening_verdict(table: Any, cells: Sequence[str] = CELL, *, high: float = 0.7, tol: float = 0.05) -> Verdict:

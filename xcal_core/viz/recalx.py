@@ -97,7 +97,9 @@ def plot_ce_with_floor(
         lo = (sub[f"{base}_floor"] - n_sd * sub[f"{base}_floor_sd"]) if not excess else -n_sd * sub[f"{base}_floor_sd"]
         hi = (sub[f"{base}_floor"] + n_sd * sub[f"{base}_floor_sd"]) if not excess else n_sd * sub[f"{base}_floor_sd"]
         band = sub.assign(lo=lo, hi=hi).groupby("level").agg(lo=("lo", "min"), hi=("hi", "max"))
-        ax.fill_between(band.index, band["lo"], band["hi"], color=st["color"], alpha=0.13, lw=0, zorder=1)
+        ax.fill_between(band.index, band["lo"], band["hi"], color=st["color"], alpha=0.22, lw=0, zorder=1)
+        if not excess:  # the floor's mean as a thin dashed line in the method's colour
+            ax.plot(band.index, (band["lo"] + band["hi"]) / 2, color=st["color"], lw=0.8, ls=(0, (2, 2)), zorder=1.5)
         for k, s in enumerate(seeds):
             one = sub if s is None else sub[sub[seed_col] == s]
             one = one.sort_values("level")
@@ -109,8 +111,9 @@ def plot_ce_with_floor(
     if excess:
         ax.axhline(0.0, color="gray", lw=0.8, ls=":")
     ax.plot([], [], color="gray", alpha=0.3, lw=8,
-            label=f"floor ± {n_sd:g} sd" + (" (around 0)" if excess else "") + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""))
-    ax.set_xlabel("perturbation level (fraction of features replaced)")
+            label=f"floor (dashed) ± {n_sd:g} sd" + (" (around 0)" if excess else "")
+            + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""))
+    ax.set_xlabel("perturbation level")
     ax.set_ylabel(_YLABEL.get(metric, metric))
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3)
@@ -199,8 +202,8 @@ def plot_floor_vs_bandwidth(
 
     Args:
         table: DataFrame with columns ``set`` (e.g. ``"clean"``, ``"level 0.75"``), ``bandwidth``,
-            ``ce_kl``, ``ce_kl_floor``, ``ce_kl_floor_sd``. The value is a solid line, the floor a
-            band of ± 2 sd with a dashed centre line.
+            ``ce_kl``, ``ce_kl_floor``, ``ce_kl_floor_sd``. The value is a solid line with markers,
+            the floor a band of ± 2 sd with a dashed centre line, in the set's colour.
         ax: Axes to draw on.
         chosen: label -> bandwidth, drawn as labelled vertical lines (e.g. the bandwidth chosen on clean
             predictions and the one chosen per level).
@@ -218,7 +221,7 @@ def plot_floor_vs_bandwidth(
         ax.fill_between(sub["bandwidth"], sub["ce_kl_floor"] - 2 * sub["ce_kl_floor_sd"],
                         sub["ce_kl_floor"] + 2 * sub["ce_kl_floor_sd"], color=st["color"], alpha=0.15, lw=0)
         ax.plot(sub["bandwidth"], sub["ce_kl_floor"], color=st["color"], ls="--", lw=1.2)
-        ax.plot(sub["bandwidth"], sub["ce_kl"], label=f"{s}", **st)
+        ax.plot(sub["bandwidth"], sub["ce_kl"], label=f"{s}", **{**st, "linestyle": "-"})  # dashed = floor
     ax.plot([], [], color="gray", ls="--", lw=1.2, label="floor (± 2 sd band)")
     for i, (name, h) in enumerate((chosen or {}).items()):
         ax.axvline(h, color="black", lw=0.9, ls=(0, (1 + i, 2)))
