@@ -254,15 +254,17 @@ def plot_cv_vs_entropy(
     return fig, ax
 
 
-def plot_cv_table(table: pd.DataFrame, *, title: str | None = None, fmt: str = ".3f", ax: plt.Axes | None = None) -> tuple[plt.Figure, plt.Axes]:
-    """Annotated heatmap of a (UE method x explainer) table of mean CV (rows x columns of ``table``)."""
+def plot_cv_table(table: pd.DataFrame, *, title: str | None = None, fmt: str = ".3f", ax: plt.Axes | None = None,
+                  label: str = "mean CV") -> tuple[plt.Figure, plt.Axes]:
+    """Annotated heatmap of a (UE method x explainer) table of a CV summary (rows x columns of ``table``);
+    ``label`` names the summary on the colorbar (e.g. ``"CV, ratio of totals"``)."""
     if not isinstance(table, pd.DataFrame) or table.empty:
         raise ValueError("`table` must be a non-empty DataFrame (rows: UE methods, columns: explainers)")
     vals = table.to_numpy(dtype=float)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
         figsize=fit_figsize(1.3 * table.shape[1] + 2.4, 0.5 * table.shape[0] + 1.4, keep_aspect=False), layout="constrained")
     im = ax.imshow(vals, cmap="YlOrRd", aspect="auto")
-    add_colorbar(ax, im, "mean CV", size=0.04, nticks=4)
+    add_colorbar(ax, im, label, size=0.04, nticks=4)
     ax.set_xticks(range(table.shape[1]))
     ax.set_xticklabels([str(c) for c in table.columns], fontsize=FONT["small"])
     ax.set_yticks(range(table.shape[0]))
