@@ -10,6 +10,12 @@ from torch import nn
 
 from xcal_core.metrics import perturbation_curve
 from xcal_core.training import (
+    compare_finetuning,
+    eta_sweep,
+    map_agreement,
+    summarize_eta_sweep,
+    threshold_ties,
+    frozen_batch_statistics,
     DifferentiableGradCAM,
     DifferentiableKernelSHAP,
     DifferentiableLIME,
@@ -55,6 +61,33 @@ class TinyCNN(nn.Module):
 
     def forward(self, x):
         return self.fc(self.gap(self.act2(self.cam(self.pool(self.act1(self.conv1(x)))))).flatten(1))
+
+
+class TinyBNCNN(nn.Module):
+    """conv -> BN -> ReLU -> pool -> conv ("cam") -> BN -> ReLU -> GAP -> fc, for 1x8x8 inputs: the CAM layer
+    feeds a BatchNorm, as in the small CNN of the notebooks."""
+
+    def __init__(self, n_classes=3, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.pool = nn.MaxPool2d(2)
+        self.cam = nn.Conv2d(4, 6, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, n_classes)
+        self.cam_layer = "cam"
+        with torch.no_grad():  # running statistics that differ from any batch's, as after pretraining
+            self.bn1.running_mean.uniform_(-0.2, 0.2)
+            self.bn1.running_var.uniform_(0.5, 2.0)
+            self.bn2.running_mean.uniform_(-0.2, 0.2)
+            self.bn2.running_var.uniform_(0.5, 2.0)
+            self.fc.weight.mul_(30.0)  # maps of order 1, so that an absolute tolerance of 1e-5 is strict
+
+    def forward(self, x):
+        z = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        return self.fc(self.gap(torch.relu(self.bn2(self.cam(z)))).flatten(1))
 
 
 def _blob_data(n, seed):
@@ -227,6 +260,71 @@ def test_gradcam_matches_captum_layer_gradcam():
     assert torch.allclose(up.phi.view(3, 8, 8)[:, ::2, ::2], e.raw, atol=1e-6)  # pixel repetition
 
 
+@pytest.mark.parametrize("second_order", [False, True])
+def test_training_gradcam_is_per_sample_in_train_mode(second_order):
+    # the map ID-ExpO trains on must be each sample's own Grad-CAM, also with BatchNorm in train mode
+    # (batch statistics would otherwise couple the samples of the batch)
+    from xcal_core.explainers import explain
+
+    model = TinyBNCNN(seed=11)
+    x, y = _blob_data(16, seed=11)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    e = DifferentiableGradCAM(second_order=second_order, upsample=True)(model, x, y)
+    assert model.training and model.bn2.training  # modes restored
+    for k, v in model.state_dict().items():  # the explanation pass does not touch the running statistics
+        assert torch.equal(v, before[k]), k
+    assert e.phi.requires_grad and e.logits is None  # train-mode logits come from a separate pass
+    # reference 1: explain(..., "gradcam") with the same weights (in eval mode), pixel repetition
+    ref = explain(model, x, y, "gradcam", upsample="nearest")[:, 0].reshape(16, -1)
+    assert model.training
+    assert torch.allclose(e.phi.detach(), ref, atol=1e-5, rtol=0)
+    # reference 2: each sample alone through the training-mode explainer
+    alone = torch.cat([DifferentiableGradCAM(second_order=second_order)(model, x[i : i + 1], y[i : i + 1]).phi.detach()
+                       for i in range(16)])
+    assert torch.allclose(e.phi.detach(), alone, atol=1e-5, rtol=0)
+    # the evaluation copy drops the second-order graph and gives the same values
+    ev = DifferentiableGradCAM(second_order=second_order).for_evaluation()
+    assert not ev.second_order and ev.batchnorm == "frozen"
+    assert torch.allclose(ev(model, x, y).phi.detach(), ref, atol=1e-5, rtol=0)
+    # the coupled pass (one batched backward with batch statistics) is a different map, by a wide margin
+    assert float(ref.abs().max()) > 0.1
+    coupled = DifferentiableGradCAM(second_order=second_order, batchnorm="batch")(model, x, y)
+    assert coupled.logits is not None
+    rel = float((coupled.phi.detach() - ref).norm() / ref.norm())
+    assert rel > 0.05
+    # in eval mode the two modes agree (no batch statistics to couple the samples); the coupled train-mode
+    # pass above updated the running statistics, so the reference is recomputed
+    model.eval()
+    ref = explain(model, x, y, "gradcam", upsample="nearest")[:, 0].reshape(16, -1)
+    e_eval = DifferentiableGradCAM(second_order=second_order, batchnorm="batch")(model, x, y)
+    assert torch.allclose(e_eval.phi.detach(), ref, atol=1e-5, rtol=0) and e_eval.logits is not None
+
+
+def test_training_surrogate_is_per_sample_in_train_mode():
+    model = TinyBNCNN(seed=12).train()
+    x, y = _blob_data(6, seed=12)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = model.bn1.running_mean.clone()
+    for make in (DifferentiableLIME, DifferentiableKernelSHAP):
+        model.load_state_dict(state)  # the coupled pass of the previous round moved the running statistics
+        ex = make(feature_mask=grid_segments((8, 8), 4), n_samples=24, batch_size=20)
+        phi = ex(model, x, y, generator=torch.Generator().manual_seed(3)).phi
+        assert phi.requires_grad and model.training and torch.equal(model.bn1.running_mean, before)
+        alone = torch.cat([ex(model, x[i : i + 1], y[i : i + 1], generator=torch.Generator().manual_seed(3)).phi
+                           for i in range(6)])
+        assert torch.allclose(phi.detach(), alone.detach(), atol=1e-5, rtol=0)
+        model.eval()
+        ev = ex(model, x, y, generator=torch.Generator().manual_seed(3)).phi
+        model.train()
+        assert torch.allclose(phi.detach(), ev.detach(), atol=1e-6, rtol=0)
+        detached = ex.for_evaluation()(model, x, y, generator=torch.Generator().manual_seed(3)).phi
+        assert not detached.requires_grad and torch.allclose(detached, phi.detach(), atol=1e-6)
+        coupled = make(feature_mask=grid_segments((8, 8), 4), n_samples=24, batch_size=20, batchnorm="batch")
+        phc = coupled(model, x, y, generator=torch.Generator().manual_seed(3)).phi
+        assert float((phc.detach() - phi.detach()).abs().max()) > 1e-3
+
+
 def test_second_order_gradcam_differs_and_matches_finite_differences():
     model = TinyCNN(act=nn.Softplus, seed=5).double().eval()
     torch.manual_seed(5)
@@ -304,7 +402,10 @@ def test_coalition_sampler():
     wl = coalition_weights(zl, "lime", kernel_width=0.25)
     assert float(wl[0]) == 1.0 and bool((wl[1:] < 1).all())
     k = zl.sum(1).double()
-    assert torch.allclose(wl, torch.exp(-((1 - torch.sqrt(k / 6)) ** 2) / 0.0625))
+    # lime's kernel: sqrt(exp(-D^2 / sigma^2)) = exp(-D^2 / (2 sigma^2)), D the cosine distance to all-ones
+    dist = 1 - torch.sqrt(k / 6)
+    assert torch.allclose(wl, torch.sqrt(torch.exp(-(dist**2) / 0.25**2)))
+    assert torch.allclose(wl, torch.exp(-(dist**2) / (2 * 0.0625)))
 
 
 # ------------------------------------------------------------------------------------------- fine-tuning
@@ -364,6 +465,143 @@ def test_finetune_with_lime_and_frozen_batchnorm_runs(toy):
     assert not torch.equal(r2.model[2].running_mean, before)
 
 
+def test_ce_only_history_records_how_far_the_weights_moved(toy):
+    model, train, val = toy
+    gc = DifferentiableGradCAM(second_order=False, upsample=False)
+    h = finetune_ce_only(model, (train, val), gc, epochs=2, lr=0.05, batch_size=32).history
+    assert h.loc[0, "param_shift"] == 0.0
+    assert 0 < h.loc[1, "param_shift"] < h.loc[2, "param_shift"] < 1  # moved, and further each epoch
+    assert h["ce"].iloc[1] != h["ce"].iloc[2]
+    h0 = finetune_ce_only(model, (train, val), gc, epochs=1, lr=1e-12, momentum=0.0, weight_decay=0.0).history
+    assert h0.loc[1, "param_shift"] < 1e-9  # a learning rate of ~0 leaves the weights where they were
+
+
+def test_eta_sweep_selects_per_seed_and_summary(toy):
+    model, train, val = toy
+    gc = DifferentiableGradCAM(second_order=False, upsample=False)
+    runs = compare_finetuning(model, (train, val), gc, seeds=[0, 1], lambda1=0.3, extra_lambda1=[1.0],
+                              extra_all_seeds=True, epochs=2, lr=0.01, batch_size=48)
+    assert sorted(runs) == ["ce_only/seed0", "ce_only/seed1", "idexpo/lambda1=0.3/seed0", "idexpo/lambda1=0.3/seed1",
+                            "idexpo/lambda1=1/seed0", "idexpo/lambda1=1/seed1"]
+    # epoch 0 is evaluated once and shared; it equals what a run computes on its own
+    alone = finetune_ce_only(model, (train, val), gc, epochs=1, lr=0.01, batch_size=48, seed=5).history.iloc[0]
+    for r in runs.values():
+        h0 = r.history.iloc[0]
+        assert (h0["val_acc"], h0["val_ins"], h0["val_del"]) == (alone["val_acc"], alone["val_ins"], alone["val_del"])
+    with pytest.raises(ValueError, match="initial_eval"):
+        finetune_ce_only(model, (train, val), gc, epochs=1, initial_eval={"accuracy": 0.5})
+    sweep = eta_sweep(runs, val, gc, etas=[0.5, 50.0], by_seed=True)
+    assert len(sweep) == 2 * 2 * 2 and set(sweep["seed"]) == {0, 1}
+    for _, row in sweep.iterrows():  # every selection comes from its own seed and maximises the score there
+        assert row["run"].endswith(f"seed{row['seed']}")
+        cands = [(r.history, k) for k, r in runs.items() if k.endswith(f"seed{row['seed']}")
+                 and (k.startswith("idexpo") == (row["method"] == "idexpo"))]
+        best = max(validation_score(a, i, d, eta=row["eta"]) for h, _ in cands
+                   for a, i, d in zip(h["val_acc"][1:], h["val_ins"][1:], h["val_del"][1:]))
+        h = runs[row["run"]].history.set_index("epoch").loc[row["epoch"]]
+        assert validation_score(h["val_acc"], h["val_ins"], h["val_del"], eta=row["eta"]) == pytest.approx(best)
+    assert (sweep["faithfulness"] == sweep["ins"] + 1 - sweep["del"]).all()
+    pooled = eta_sweep(runs, val, gc, etas=[0.5], by_seed=False)
+    assert set(pooled["seed"]) == {-1} and len(pooled) == 2
+    from xcal_core.training import candidate_accuracies
+
+    cand = candidate_accuracies(runs, val)  # on the validation split itself, accuracy == val_acc
+    assert len(cand) == 6 * 2 and set(cand["method"]) == {"ce_only", "idexpo"}
+    assert np.allclose(cand["accuracy"], cand["val_acc"])
+
+
+def test_summarize_eta_sweep_known_answer():
+    rows = []
+    for k, eta in enumerate([0.5, 1.0, 2.0, 4.0]):
+        for seed in (0, 1, 2):
+            rows.append({"method": "idexpo", "eta": eta, "seed": seed, "run": f"r{k}", "epoch": 1,
+                         "accuracy": 0.80 + 0.01 * k, "faithfulness": 1.5 - 0.05 * k + 0.001 * seed})
+            rows.append({"method": "ce_only", "eta": eta, "seed": seed, "run": "c", "epoch": 1,
+                         "accuracy": 0.85, "faithfulness": 1.2 + 0.002 * seed})
+    per_eta, summ = summarize_eta_sweep(pd.DataFrame(rows))
+    assert summ["spearman_acc"] == pytest.approx(1.0) and summ["spearman_faith"] == pytest.approx(-1.0)
+    assert summ["a_better_at_every_eta"] and summ["n_a_better"] == 4 and summ["n_etas"] == 4
+    assert summ["n_selections"] == 4 and summ["acc_range"] == pytest.approx(0.03)
+    assert per_eta["faith_diff"].iloc[0] == pytest.approx(0.3 - 0.001) and per_eta["faith_spread"].iloc[0] == pytest.approx(0.004)
+    # the same selection at every eta: no trade-off to correlate (NaN), one selection
+    flat = pd.DataFrame(rows).assign(accuracy=0.8, faithfulness=lambda d: d["faithfulness"].where(d["method"] == "ce_only", 1.5),
+                                     run=lambda d: d["run"].where(d["method"] == "ce_only", "r0"))
+    _, s2 = summarize_eta_sweep(flat)
+    assert np.isnan(s2["spearman_acc"]) and s2["n_selections"] == 1
+    # an effect inside the seed spread does not count
+    noisy = pd.DataFrame(rows)
+    noisy.loc[(noisy["method"] == "ce_only") & (noisy["seed"] == 2), "faithfulness"] = 1.49
+    per_n, s3 = summarize_eta_sweep(noisy)
+    assert not s3["a_better_at_every_eta"] and not per_n["a_better"].any()
+    with pytest.raises(ValueError, match="columns"):
+        summarize_eta_sweep(pd.DataFrame(rows).drop(columns="seed"))
+
+
+def test_threshold_ties_and_map_agreement_known_answers():
+    phi = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0],   # distinct: no tie
+                        [4.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],      # cutoff 2 fine, cutoff 4 inside the zeros
+                        [4.0, 3.0, 3.0, 1.0, 0.0, -1.0, -2.0, -3.0]])  # tie at ranks 2-3 straddles cutoff 2
+    assert threshold_ties(phi, S=0.5, step=2).tolist() == [False, True, True]
+    assert threshold_ties(phi, S=0.5, step=4).tolist() == [False, True, False]
+    a = torch.arange(12.0).reshape(2, 6)
+    same = map_agreement(a, a, top_k=2)
+    assert same["max_abs_diff"] == 0 and same["rel_l2"] == 0 and same["median_spearman"] == pytest.approx(1.0)
+    assert same["top_k_overlap"] == 1.0
+    rev = map_agreement(a.flip(1), a, top_k=2)
+    assert rev["median_spearman"] == pytest.approx(-1.0) and rev["top_k_overlap"] == 0.0
+    const = map_agreement(torch.zeros(2, 6), a, top_k=2)
+    assert np.isnan(const["spearman"]).all() and np.isnan(const["median_spearman"])
+    with pytest.raises(ValueError, match="same shape"):
+        map_agreement(a, a[:, :5])
+    with pytest.raises(ValueError, match="top_k"):
+        map_agreement(a, a, top_k=7)
+
+
+def test_frozen_batch_statistics_restores_modes_and_rejects_non_modules():
+    model = TinyBNCNN(seed=1).train()
+    model.bn1.eval()  # a layer already frozen stays frozen afterwards
+    with frozen_batch_statistics(model) as froze:
+        assert froze and not model.bn2.training and model.training
+    assert model.bn2.training and not model.bn1.training
+    with pytest.raises(RuntimeError):
+        with frozen_batch_statistics(model):
+            raise RuntimeError("boom")
+    assert model.bn2.training
+    with frozen_batch_statistics(model.eval()) as froze:
+        assert not froze
+    with pytest.raises(TypeError, match="`model`"):
+        with frozen_batch_statistics("model"):
+            pass
+
+
+def test_refresh_batchnorm_statistics_recovers_the_data_statistics():
+    from xcal_core.training import refresh_batchnorm_statistics
+
+    model = TinyBNCNN(seed=2).eval()  # running statistics planted far from any batch's
+    x, _ = _blob_data(40, seed=2)
+    fresh = refresh_batchnorm_statistics(model, x, batch_size=40)  # one batch: exactly the statistics of x
+    assert not fresh.training and fresh is not model
+    with torch.no_grad():
+        a1 = fresh.conv1(x)
+    assert torch.allclose(fresh.bn1.running_mean, a1.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(fresh.bn1.running_var, a1.var((0, 2, 3), unbiased=True), rtol=1e-4)
+    assert fresh.bn1.momentum == model.bn1.momentum == 0.1
+    two = refresh_batchnorm_statistics(model, x, batch_size=20)  # two equal batches: the mean is exact too
+    assert torch.allclose(two.bn1.running_mean, a1.mean((0, 2, 3)), atol=1e-5)
+    assert not torch.allclose(model.bn1.running_mean, fresh.bn1.running_mean)  # the input model is untouched
+    lin = nn.Linear(3, 2)
+    assert torch.equal(refresh_batchnorm_statistics(lin, torch.rand(4, 3)).weight, lin.weight)
+
+
+def test_soft_step_for():
+    from xcal_core.training import soft_step_for
+
+    assert soft_step_for(49, 0.5) == 1 and soft_step_for(1024, 0.5) == 16  # released rule: F / 64
+    assert soft_step_for(49, 0.5, 8) == 3 and soft_step_for(16, 0.5, 8) == 1 and soft_step_for(30, 0.5, 8) == 2
+    with pytest.raises(ValueError, match="n_soft_steps"):
+        soft_step_for(49, 0.5, 0)
+
+
 def test_checkpoint_selection():
     h = pd.DataFrame({"epoch": [0, 1, 2, 3], "val_acc": [0.9, 0.95, 0.7, 0.9], "val_ins": [0.3, 0.3, 0.9, 0.5],
                       "val_del": [0.3, 0.3, 0.1, 0.2]})
@@ -415,3 +653,7 @@ def test_bad_input_errors(toy):
         finetune_idexpo(model, (train, val), gc, terms="cins")
     with pytest.raises(TypeError, match="regularize"):
         finetune_ce_only(model, (train, val), gc, regularize=True)
+    with pytest.raises(ValueError, match="`batchnorm`"):
+        DifferentiableGradCAM(batchnorm="per_sample")
+    with pytest.raises(ValueError, match="`batchnorm`"):
+        DifferentiableLIME(batchnorm="eval")

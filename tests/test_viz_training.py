@@ -83,3 +83,35 @@ def test_figures_return_fig_and_axes():
                           "max_abs_diff": [0.3, 0.01, 0.4, 0.02]})
     fig, ax = plot_soft_vs_hard(agree)
     assert ax.get_xscale() == "log"
+
+
+def test_claim_verdicts_from_comparisons():
+    from xcal_core.training import accuracy_kept_verdict, eta_tradeoff_verdict, ins_del_verdict, seed_gain_verdict
+
+    table = pd.DataFrame({"method": ["ce_only"] * 3 + ["idexpo"] * 3, "seed": [0, 1, 2] * 2,
+                          "lambda1": [np.nan] * 3 + [0.1] * 3, "ins": [0.30, 0.31, 0.32, 0.40, 0.41, 0.43],
+                          "del": [0.40, 0.41, 0.39, 0.395, 0.38, 0.42], "accuracy": [0.90, 0.91, 0.90, 0.86, 0.87, 0.86]})
+    ins, dele, acc = (compare_methods(table, m, lambda1=0.1) for m in ("ins", "del", "accuracy"))
+    v = ins_del_verdict(ins, dele, context="fm, 3 seeds")
+    assert v["verdict"] == "fails" and "Del" in v["reason"] and "Ins" not in v["reason"]
+    assert v["observed"].startswith("fm, 3 seeds: Ins 0.310 -> 0.413")
+    assert seed_gain_verdict(ins, "Ins")["verdict"] == "holds"
+    assert "within the seed spread" in seed_gain_verdict(dele, "Del", increase=False)["reason"]
+    assert "other way" in seed_gain_verdict(ins, "Ins", increase=False)["reason"]
+    one = compare_methods(table[table["seed"] == 0], "ins", lambda1=0.1)
+    assert seed_gain_verdict(one, "Ins")["verdict"] == "inconclusive"
+    a = accuracy_kept_verdict(acc)
+    assert a["verdict"] == "fails" and "-0.040" in a["reason"]
+    assert accuracy_kept_verdict(acc, tolerance=0.05)["verdict"] == "holds"
+    per_eta = pd.DataFrame({"faith_diff": [0.1, 0.2], "faith_spread": [0.01, 0.02]})
+    base = {"n_etas": 2, "n_a_better": 2, "a_better_at_every_eta": True, "spearman_acc": 0.8, "spearman_faith": -0.9,
+            "n_selections": 3, "acc_range": 0.02, "faith_range": 0.1}
+    assert eta_tradeoff_verdict(per_eta, base)["verdict"] == "holds"
+    bad = eta_tradeoff_verdict(per_eta, {**base, "spearman_faith": 0.2}, note="validation too small")
+    assert bad["verdict"] == "fails" and bad["reason"].endswith("; validation too small")
+    flat = {**base, "n_selections": 1, "spearman_acc": float("nan"), "spearman_faith": float("nan")}
+    assert eta_tradeoff_verdict(per_eta, flat)["verdict"] == "inconclusive"
+    worse = eta_tradeoff_verdict(per_eta, {**flat, "a_better_at_every_eta": False, "n_a_better": 1})
+    assert worse["verdict"] == "fails" and "1 of 2 etas" in worse["reason"]
+    with pytest.raises(ValueError, match="min_rho"):
+        eta_tradeoff_verdict(per_eta, base, min_rho=0)

@@ -11,6 +11,17 @@
 
 Every explainer is called as ``explainer(model, x, target, generator=None) -> Explanation``.
 
+**Per-sample maps in train mode.** BatchNorm in train mode normalises with the statistics of the batch,
+so one forward pass of a batch couples its samples: the gradient of the summed target logits with
+respect to sample i's activations then also carries the other samples' logits, and a surrogate's
+coalition scores depend on which other inputs share the chunk. Both explainers therefore run their own
+forward passes with the statistics of every BatchNorm layer frozen (``batchnorm="frozen"``, the
+default: the running statistics are used and not updated, each module's mode is restored afterwards).
+The map of sample i is then the Grad-CAM (or the LIME / KernelSHAP fit) of sample i alone, identical
+to :func:`xcal_core.explainers.explain` on the same weights, whatever mode the model is in.
+``batchnorm="batch"`` keeps the coupled pass (what a batched backward in train mode gives; for
+measuring the coupling only).
+
 References:
     Selvaraju et al., "Grad-CAM", ICCV 2017. Ribeiro et al., "Why should I trust you?", KDD 2016 (LIME).
     Lundberg & Lee, "A Unified Approach to Interpreting Model Predictions", NeurIPS 2017 (KernelSHAP).
@@ -20,6 +31,8 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import check_choice, check_int, check_positive, check_tensor
+from ..explainers.perturbation import lime_cosine_kernel
 from ..metrics.insertion_deletion import resolve_baseline
 
 __all__ = [
@@ -40,7 +54,11 @@ __all__ = [
     "coalition_weights",
     "surrogate_projection",
     "check_differentiable_explainer",
+    "frozen_batch_statistics",
+    "EXPLAINER_BATCHNORM_MODES",
 ]
+
+EXPLAINER_BATCHNORM_MODES = ("frozen", "batch")
 
 
 @dataclass
@@ -51,8 +69,9 @@ class Explanation:
         phi: (B, F) one score per feature (pixels of the input grid, or segments), differentiable.
         feature_mask: (H, W) / (D,) int64 ids 0..F-1 mapping positions to features, or ``None`` when
             phi has one value per position.
-        logits: (B, K) the clean-input logits of the same forward pass when the explainer ran one
-            (Grad-CAM), else ``None``; reuse them for the cross-entropy.
+        logits: (B, K) the clean-input logits of the explainer's forward pass when they are the
+            model's logits in its current mode (Grad-CAM on a model without BatchNorm layers in train
+            mode, or with ``batchnorm="batch"``), else ``None``; reuse them for the cross-entropy.
         raw: the explanation in its natural layout before flattening, for the magnitude penalty:
             Grad-CAM (B, h, w) at the layer's resolution, surrogates (B, F).
     """
@@ -85,6 +104,47 @@ def _get_layer(model: torch.nn.Module, layer: str | None) -> torch.nn.Module:
     return modules[layer]
 
 
+def _training_batchnorms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+
+
+@contextmanager
+def frozen_batch_statistics(model: torch.nn.Module) -> Iterator[bool]:
+    """Run the block with every BatchNorm layer of ``model`` that is in train mode switched to eval mode.
+
+    Inside, BatchNorm normalises with its running statistics and does not update them, so each sample's
+    output depends on that sample only (no coupling through batch statistics); gradients still flow to
+    every parameter (the affine weights of BatchNorm included). Other modules (dropout) keep their mode.
+    Each module's mode is restored on exit, also after an exception.
+
+    Args:
+        model: a ``torch.nn.Module``.
+
+    Yields:
+        True when some BatchNorm layer was in train mode (and was frozen), else False.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    bns = _training_batchnorms(model)
+    for m in bns:
+        m.train(False)
+    try:
+        yield bool(bns)
+    finally:
+        for m in bns:
+            m.train(True)
+
+
+@contextmanager
+def _explanation_pass(model: torch.nn.Module, batchnorm: str) -> Iterator[bool]:
+    """``frozen_batch_statistics`` for ``batchnorm="frozen"``; a no-op yielding False for ``"batch"``."""
+    if batchnorm == "frozen":
+        with frozen_batch_statistics(model) as froze:
+            yield froze
+    else:
+        yield False
+
+
 class DifferentiableGradCAM:
     """Grad-CAM maps that stay in the autograd graph of the model's parameters.
 
@@ -95,25 +155,48 @@ class DifferentiableGradCAM:
         relu: apply ReLU to the weighted sum (standard Grad-CAM).
         upsample: nearest-neighbour (pixel repetition) upsampling to the input's H x W, as in the code;
             when H, W are not multiples of h, w it falls back to bilinear.
+        batchnorm: ``"frozen"`` (default): the explanation pass runs with BatchNorm's running statistics
+            (see :func:`frozen_batch_statistics`), so the map of sample i is the Grad-CAM of sample i's
+            own logit, the same as ``explain(model, x, target, "gradcam", upsample="nearest")`` on the
+            same weights, in train mode too; the model's logits then come from a separate pass
+            (``Explanation.logits`` is None when a BatchNorm layer was in train mode). ``"batch"``: one
+            pass in the model's current mode; in train mode BatchNorm's batch statistics couple the
+            samples and the gradient of the summed logits mixes them (kept to measure that coupling).
 
     Call:
         ``explainer(model, x, target)`` with x (B, C, H, W), target int64 (B,) whose *logit* is explained.
         Returns an :class:`Explanation` whose phi is (B, H*W) (or (B, h*w) without upsampling, then with a
         feature_mask mapping pixels to cells).
+
+    The per-sample property rests on the model having no other layer that mixes samples (BatchNorm is the
+    only one among torch's standard layers); dropout in train mode keeps the maps per sample but random.
+
+    References:
+        Selvaraju et al., "Grad-CAM", ICCV 2017; Yoshikawa & Iwata, AISTATS 2024 (Fig. 1: second order).
     """
 
     differentiable = True
 
-    def __init__(self, layer: str | None = None, *, second_order: bool = True, relu: bool = True, upsample: bool = True):
+    def __init__(self, layer: str | None = None, *, second_order: bool = True, relu: bool = True, upsample: bool = True,
+                 batchnorm: str = "frozen"):
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"`layer` must be a layer name (str) or None, got {type(layer).__name__}")
         self.layer = layer
         self.second_order = bool(second_order)
         self.relu = bool(relu)
         self.upsample = bool(upsample)
+        self.batchnorm = check_choice(batchnorm, "batchnorm", EXPLAINER_BATCHNORM_MODES)
 
     def __repr__(self) -> str:
-        return f"DifferentiableGradCAM(layer={self.layer!r}, second_order={self.second_order})"
+        extra = "" if self.batchnorm == "frozen" else f", batchnorm={self.batchnorm!r}"
+        return f"DifferentiableGradCAM(layer={self.layer!r}, second_order={self.second_order}{extra})"
+
+    def for_evaluation(self) -> DifferentiableGradCAM:
+        """The same maps without the second-order graph (for detached evaluation: cheaper, equal values)."""
+        if not self.second_order:
+            return self
+        return DifferentiableGradCAM(self.layer, second_order=False, relu=self.relu, upsample=self.upsample,
+                                     batchnorm=self.batchnorm)
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, target: Any, generator: torch.Generator | None = None) -> Explanation:
         x = check_tensor(x, "x", ndim=4, dtype=None)
@@ -123,9 +206,12 @@ class DifferentiableGradCAM:
         def hook(_m, _inp, out):
             store["A"] = out
 
+        tgt = torch.as_tensor(target, device=x.device).long().reshape(-1)
+        if tgt.shape[0] != x.shape[0]:
+            raise ValueError(f"`target` has {tgt.shape[0]} entries but `x` has {x.shape[0]} samples")
         h = module.register_forward_hook(hook)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), _explanation_pass(model, self.batchnorm) as froze:
                 logits = model(x)
         finally:
             h.remove()
@@ -134,10 +220,9 @@ class DifferentiableGradCAM:
         A = store["A"]
         if A.ndim != 4:
             raise ValueError(f"Grad-CAM needs a layer with (B, K, h, w) output; {self.layer!r} gives shape {tuple(A.shape)}")
-        tgt = torch.as_tensor(target, device=logits.device).long().reshape(-1)
-        if tgt.shape[0] != x.shape[0]:
-            raise ValueError(f"`target` has {tgt.shape[0]} entries but `x` has {x.shape[0]} samples")
-        z = logits.gather(1, tgt[:, None]).sum()
+        # with no sample-mixing layer in the pass, d(sum_j z_j) / dA_i = dz_i / dA_i: one backward gives
+        # every sample's own-logit gradient
+        z = logits.gather(1, tgt[:, None].to(logits.device)).sum()
         with torch.enable_grad():
             (g,) = torch.autograd.grad(z, A, create_graph=self.second_order, retain_graph=True)
         if not self.second_order:
@@ -162,7 +247,7 @@ class DifferentiableGradCAM:
             cols = torch.arange(W, device=x.device) // (W // ww)
             fmask = rows[:, None] * ww + cols[None, :]
             phi = cam.reshape(b, -1)
-        return Explanation(phi=phi, feature_mask=fmask, logits=logits, raw=cam)
+        return Explanation(phi=phi, feature_mask=fmask, logits=None if froze else logits, raw=cam)
 
 
 def grid_segments(shape: tuple[int, int], cell: int | tuple[int, int]) -> torch.Tensor:
@@ -229,8 +314,10 @@ def coalition_weights(z: torch.Tensor, kind: str, *, kernel_width: float = 0.25,
 
     Args:
         z: (n, d) binary coalitions from :func:`sample_coalitions` with the same ``kind``.
-        kind: ``"lime"``: exp(-D^2 / sigma^2) with D the cosine distance between z and the all-ones
-            vector, D = 1 - sqrt(|z| / d), sigma = ``kernel_width`` (lime's image default 0.25).
+        kind: ``"lime"``: exp(-D^2 / (2 sigma^2)) with D the cosine distance between z and the all-ones
+            vector, D = 1 - sqrt(|z| / d), sigma = ``kernel_width`` (lime's image default 0.25): lime's
+            kernel sqrt(exp(-D^2 / sigma^2)), the same as xcal's perturbation LIME
+            (:func:`xcal_core.explainers.perturbation.lime_cosine_kernel`).
             ``"kernelshap"``: the Shapley kernel (d-1) / (C(d,|z|) |z| (d-|z|)) divided by the sampler's
             probability of z (importance weight, so the weighted fit targets the Shapley objective), which
             is proportional to 1 / (|z| (d - |z|)); the all-zero and all-one coalitions get
@@ -244,8 +331,7 @@ def coalition_weights(z: torch.Tensor, kind: str, *, kernel_width: float = 0.25,
     size = z.double().sum(1)
     if kind == "lime":
         sigma = check_positive(kernel_width, "kernel_width")
-        dist = 1.0 - torch.sqrt(size / d)
-        return torch.exp(-(dist**2) / sigma**2)
+        return lime_cosine_kernel(z.double(), float(sigma)).double()
     check_positive(constraint_weight, "constraint_weight")
     # Shapley kernel k(z) = (d-1) / (C(d,s) s (d-s)); the sampler draws a proper coalition with
     # q(z) = p(s) / C(d,s), p(s) = [(d-1) / (s (d-s))] / c, so k(z) / q(z) = c for every proper coalition:
@@ -291,13 +377,21 @@ class DifferentiableSurrogate:
         kernel_width: LIME's sigma (0.25). ridge: L2 penalty of the fit (LIME: lime's Ridge alpha = 1).
         score: ``"probability"`` (the spec) or ``"logit"`` for the regression targets.
         batch_size: most perturbed inputs per forward pass (``None``: all at once).
+        batchnorm: ``"frozen"`` (default): the coalition passes run with BatchNorm's running statistics
+            (:func:`frozen_batch_statistics`), so sample i's targets v_j, and its map, depend on sample i
+            only, in train mode too; ``"batch"``: the model's current mode (in train mode the inputs
+            sharing a chunk couple through the batch statistics).
+
+    References:
+        Ribeiro et al., KDD 2016 (LIME); Lundberg & Lee, NeurIPS 2017 (KernelSHAP); Yoshikawa & Iwata,
+        AISTATS 2024 (ID-ExpO, Fig. 1 centre: training through LIME / KernelSHAP).
     """
 
     differentiable = True
 
     def __init__(self, kind: str = "lime", *, feature_mask: Any = None, n_samples: int = 128, baseline: Any = 0.0,
                  kernel_width: float = 0.25, ridge: float | None = None, score: str = "probability",
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, batchnorm: str = "frozen"):
         self.kind = check_choice(kind, "kind", ("lime", "kernelshap"))
         self.feature_mask = None if feature_mask is None else check_tensor(feature_mask, "feature_mask", dtype=None).long()
         if self.feature_mask is not None and int(self.feature_mask.min()) != 0:
@@ -308,9 +402,15 @@ class DifferentiableSurrogate:
         self.ridge = (1.0 if kind == "lime" else 1e-6) if ridge is None else check_positive(ridge, "ridge", strict=False)
         self.score = check_choice(score, "score", ("probability", "logit"))
         self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
+        self.batchnorm = check_choice(batchnorm, "batchnorm", EXPLAINER_BATCHNORM_MODES)
 
     def __repr__(self) -> str:
-        return f"DifferentiableSurrogate(kind={self.kind!r}, n_samples={self.n_samples})"
+        extra = "" if self.batchnorm == "frozen" else f", batchnorm={self.batchnorm!r}"
+        return f"DifferentiableSurrogate(kind={self.kind!r}, n_samples={self.n_samples}{extra})"
+
+    def for_evaluation(self) -> _DetachedExplainer:
+        """The same explainer run without autograd (detached evaluation: same values, no graph)."""
+        return _DetachedExplainer(self)
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
         grid = tuple(x.shape[2:]) if x.ndim >= 3 else (x.shape[1],)
@@ -343,14 +443,32 @@ class DifferentiableSurrogate:
         chunks = [xp] if self.batch_size is None else list(xp.split(self.batch_size))
         tchunks = [tg] if self.batch_size is None else list(tg.split(self.batch_size))
         vals = []
-        for xc, tc in zip(chunks, tchunks):
-            out = model(xc)
-            out = torch.softmax(out, 1) if self.score == "probability" else out
-            vals.append(out.gather(1, tc[:, None])[:, 0])
+        with _explanation_pass(model, self.batchnorm):
+            for xc, tc in zip(chunks, tchunks):
+                out = model(xc)
+                out = torch.softmax(out, 1) if self.score == "probability" else out
+                vals.append(out.gather(1, tc[:, None])[:, 0])
         v = torch.cat(vals).reshape(b, n)
         beta = v @ proj.T  # (B, d+1)
         phi = beta[:, 1:]
         return Explanation(phi=phi, feature_mask=fm.to(x.device), logits=None, raw=phi)
+
+
+class _DetachedExplainer:
+    """Runs a differentiable explainer under ``torch.no_grad`` (for evaluation: the graph is not needed)."""
+
+    differentiable = False
+
+    def __init__(self, explainer: Any):
+        self.explainer = explainer
+
+    def __repr__(self) -> str:
+        return f"{self.explainer!r}.for_evaluation()"
+
+    def __call__(self, model: torch.nn.Module, x: torch.Tensor, target: Any,
+                 generator: torch.Generator | None = None) -> Explanation:
+        with torch.no_grad():
+            return self.explainer(model, x, target, generator=generator)
 
 
 def DifferentiableLIME(**kwargs: Any) -> DifferentiableSurrogate:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ __all__ = [
     "finetune_idexpo",
     "finetune_ce_only",
     "default_soft_step",
+    "soft_step_for",
+    "initial_evaluation",
     "default_eval_step",
 ]
 
@@ -46,6 +49,25 @@ BATCHNORM_MODES = ("train", "frozen")
 def default_soft_step(n_features: int) -> int:
     """The released code's soft stride: n_features / 64 (cdel_n = 64), at least 1."""
     return max(1, n_features // 64)
+
+
+def soft_step_for(n_features: int, S: float, n_soft_steps: int | None = None) -> int:
+    """Features per soft step: :func:`default_soft_step` or, with ``n_soft_steps`` = M, the stride that
+    gives about M soft steps up to ``floor(S * n_features)`` features (ceil(floor(S F) / M), at least 1).
+
+    Args:
+        n_features: number of features F (>= 2). S: fraction in (0, 1).
+        n_soft_steps: wanted number of soft steps M >= 1, or None for the released rule.
+
+    Returns:
+        The stride (int >= 1).
+    """
+    n_features = check_int(n_features, "n_features", low=2)
+    if n_soft_steps is None:
+        return default_soft_step(n_features)
+    n_soft_steps = check_int(n_soft_steps, "n_soft_steps", low=1)
+    n_max = max(1, int(_check_S(S) * n_features))
+    return max(1, -(-n_max // n_soft_steps))
 
 
 def default_eval_step(n_features: int) -> int:
@@ -88,6 +110,8 @@ def explain_batch(
     """
     device = model_device(model)
     outs, fmask = [], None
+    # maps are detached here: an explainer that can drop its higher-order graph (second-order Grad-CAM) does
+    explainer = getattr(explainer, "for_evaluation", lambda: explainer)()
     for s in range(0, x.shape[0], batch_size):
         xb = x[s : s + batch_size].to(device)
         with torch.enable_grad():
@@ -223,7 +247,9 @@ class FinetuneResult:
     Attributes:
         model: the model at the selected epoch, in eval mode.
         history: per-epoch DataFrame: epoch (0 = before fine-tuning), loss, ce, r_ins, r_del, l2 (training
-            means), val_acc, val_ins, val_del, val_score, seconds (training time of the epoch), selected.
+            means), val_acc, val_ins, val_del, val_score, param_shift (||theta - theta_0|| / ||theta_0|| over
+            all parameters: how far the weights moved from the pretrained ones; NaN on epochs not
+            evaluated), seconds (training time of the epoch), selected.
         best_epoch: the selected epoch.
         checkpoints: {epoch: state_dict on CPU} of every evaluated epoch (``keep_checkpoints=True``).
         config: the hyperparameters used.
@@ -270,6 +296,7 @@ def _idexpo_loss(
     S: float,
     soft_step: int | None,
     normalize: bool,
+    n_soft_steps: int | None = None,
     baseline: Any,
     deletion_form: str,
     terms: str,
@@ -277,10 +304,12 @@ def _idexpo_loss(
 ) -> tuple[torch.Tensor, ...]:
     """One ID-ExpO objective: (loss, ce, r_ins, r_del, l2), all scalar tensors, no host sync after step 1.
 
-    Two model passes, the minimum: (1) the explainer's pass on the clean batch, whose logits also give the
-    cross-entropy (Grad-CAM; sampling explainers run their coalitions and the clean batch separately),
-    (2) every soft insertion and deletion step of every image as one flat batch in chunks of
-    ``forward_batch_size``. Thresholds and the gap scale are computed once per batch under no_grad.
+    Model passes: (1) the explainer's pass on the clean batch (per sample: BatchNorm statistics frozen, see
+    :func:`~xcal_core.training.frozen_batch_statistics`); its logits also give the cross-entropy when they
+    are the model's logits in its training mode (no BatchNorm layer in train mode), otherwise (2) one
+    clean forward in the training mode gives them (sampling explainers always need it); (3) every soft
+    insertion and deletion step of every image as one flat batch in chunks of ``forward_batch_size``, in
+    the model's training mode. Thresholds and the gap scale are computed once per batch under no_grad.
     """
     expl = explainer(model, xb, yb, generator=generator)
     if not checked:
@@ -297,7 +326,7 @@ def _idexpo_loss(
     ce = F.cross_entropy(logits, yb)
     phi = expl.phi if expl.phi.is_floating_point() else expl.phi.float()
     curves = _soft_curves(
-        model, xb, phi, yb, S=S, step=default_soft_step(phi.shape[1]) if soft_step is None else soft_step,
+        model, xb, phi, yb, S=S, step=soft_step_for(phi.shape[1], S, n_soft_steps) if soft_step is None else soft_step,
         tau=tau, baseline=resolve_baseline(baseline, xb, None), normalize=normalize,
         feature_mask=None if expl.feature_mask is None else expl.feature_mask.long(), batch_size=forward_batch_size,
     )
@@ -307,6 +336,36 @@ def _idexpo_loss(
     reg = r_ins + r_del if terms == "both" else (r_ins if terms == "ins" else r_del)
     loss = ce + lambda1 * reg + lambda2 * l2
     return loss, ce, r_ins, r_del, l2
+
+
+def initial_evaluation(model: torch.nn.Module, data: Any, explainer: Any, *, S: float = 0.5, eval_step: int | None = None,
+                       baseline: Any = 0.0, n_val: int | None = None, eval_seed: int = 0,
+                       **_ignored: Any) -> dict[str, float]:
+    """The validation scores :func:`finetune_idexpo` records at epoch 0, computed once for many runs.
+
+    Args:
+        model, data, explainer: as in :func:`finetune_idexpo`.
+        S, eval_step, baseline, n_val, eval_seed: the same values the runs use (other fine-tuning options
+            are accepted and ignored, so a shared ``**kwargs`` dict can be passed).
+
+    Returns:
+        ``{"accuracy": ..., "ins": ..., "del": ...}`` (validation means), for ``initial_eval``.
+    """
+    _, val = _train_val(data)
+    x_va, y_va = _split_xy(val, "data[1]")
+    if n_val is not None:
+        x_va, y_va = x_va[:n_val], y_va[:n_val]
+    ev = evaluate_idexpo(model, (x_va, y_va), explainer, S=S, step=eval_step, baseline=baseline,
+                         generator=torch.Generator().manual_seed(check_int(eval_seed, "eval_seed", low=0)))
+    return {"accuracy": ev["accuracy"], "ins": float(ev["ins"].mean()), "del": float(ev["del"].mean())}
+
+
+def _train_val(data: Any) -> tuple[Any, Any]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], torch.Tensor):
+        return data[0], data[1]
+    if hasattr(data, "train") and hasattr(data, "cal"):
+        return data.train, data.cal
+    raise TypeError("`data` must be a Dataset (train / cal splits) or a (train, val) pair of splits")
 
 
 def finetune_idexpo(
@@ -323,6 +382,7 @@ def finetune_idexpo(
     regularize: bool = True,
     terms: str = "both",
     soft_step: int | None = None,
+    n_soft_steps: int | None = None,
     normalize: bool = True,
     baseline: Any = 0.0,
     acc_floor: float | None = None,
@@ -340,6 +400,8 @@ def finetune_idexpo(
     seed: int = 0,
     copy_model: bool = True,
     forward_batch_size: int | None = None,
+    eval_seed: int = 0,
+    initial_eval: Mapping[str, float] | None = None,
 ) -> FinetuneResult:
     """Fine-tune a classifier with ID-ExpO's insertion / deletion regularizers (or CE only).
 
@@ -357,6 +419,9 @@ def finetune_idexpo(
         terms: ``"both"`` (R_ins + R_del, the method), ``"ins"`` or ``"del"`` (one regularizer only: the
             ablation the released code's ``expl_loss_name`` flag intended but never wired).
         soft_step: features per soft step (default :func:`default_soft_step`).
+        n_soft_steps: instead of ``soft_step``, the number M of soft steps per curve (the stride follows from
+            the explainer's number of features, :func:`soft_step_for`); fewer steps = a cheaper, coarser
+            relaxation (each step costs 2 forward passes per image).
         normalize: log-softmax the map before thresholding. baseline: replacement value (soft and hard).
         acc_floor: minimum validation accuracy for a checkpoint to be selectable (None: no floor).
         epochs: training epochs >= 1. lr, momentum, nesterov, weight_decay: SGD (spec: 1e-4, 0.9, True, 5e-4).
@@ -369,6 +434,10 @@ def finetune_idexpo(
         copy_model: fine-tune a copy. forward_batch_size: chunk size of the flat batch of all soft insertion and
             deletion steps of all images (default 4 * batch_size; a single pass of all B * 2M inputs was slower
             on CPU in ``benchmarks/bench_idexpo.py``).
+        eval_seed: generator seed of the validation explanations (sampling explainers): the same for every
+            epoch and every run, so checkpoints are compared on the same coalitions.
+        initial_eval: the epoch-0 validation scores ``{"accuracy", "ins", "del"}`` when already known (they
+            do not depend on the run: :func:`initial_evaluation`), saving one evaluation per run.
 
     Cost: a step forwards B clean inputs (explainer and cross-entropy share them for Grad-CAM) and B * 2M
     perturbed ones, M = ceil(floor(S * F) / soft_step) soft steps, and backpropagates through all of them,
@@ -395,15 +464,14 @@ def finetune_idexpo(
     eval_every = check_int(eval_every, "eval_every", low=1)
     if soft_step is not None:
         soft_step = check_int(soft_step, "soft_step", low=1)
+    if n_soft_steps is not None:
+        n_soft_steps = check_int(n_soft_steps, "n_soft_steps", low=1)
+        if soft_step is not None:
+            raise ValueError("pass either `soft_step` or `n_soft_steps`, not both")
     check_positive(lr, "lr")
     if acc_floor is not None and not 0.0 <= acc_floor <= 1.0:
         raise ValueError(f"`acc_floor` must be in [0, 1] or None, got {acc_floor}")
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], torch.Tensor):
-        train, val = data
-    elif hasattr(data, "train") and hasattr(data, "cal"):
-        train, val = data.train, data.cal
-    else:
-        raise TypeError("`data` must be a Dataset (train / cal splits) or a (train, val) pair of splits")
+    train, val = _train_val(data)
     x_tr, y_tr = _split_xy(train, "data[0]")
     x_va, y_va = _split_xy(val, "data[1]")
     if n_val is not None:
@@ -415,25 +483,39 @@ def finetune_idexpo(
                           weight_decay=weight_decay)
     shuffle_gen = torch.Generator().manual_seed(seed)
     expl_gen = torch.Generator().manual_seed(seed + 1)
-    eval_gen_seed = seed + 2
+    eval_gen_seed = check_int(eval_seed, "eval_seed", low=0)
+    if initial_eval is not None:
+        missing = {"accuracy", "ins", "del"} - set(initial_eval)
+        if missing:
+            raise ValueError(f"`initial_eval` lacks {sorted(missing)}; pass initial_evaluation(...)'s output")
     rows: list[dict[str, Any]] = []
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}
     best_key: list[tuple[bool, float]] = []
+    theta0 = [p.detach().clone() for p in model.parameters()]
+    norm0 = float(torch.sqrt(sum((p.double() ** 2).sum() for p in theta0)))
+
+    def param_shift() -> float:
+        with torch.no_grad():
+            d = sum(((p.detach() - q).double() ** 2).sum() for p, q in zip(model.parameters(), theta0))
+        return float(torch.sqrt(d)) / max(norm0, 1e-30)
 
     def evaluate(epoch: int, parts: dict[str, float], seconds: float) -> None:
-        ev = evaluate_idexpo(model, (x_va, y_va), explainer, S=S, step=eval_step, baseline=baseline,
-                             generator=torch.Generator().manual_seed(eval_gen_seed))
-        ins, dele = float(ev["ins"].mean()), float(ev["del"].mean())
-        rows.append({"epoch": epoch, **parts, "val_acc": ev["accuracy"], "val_ins": ins, "val_del": dele,
-                     "val_score": validation_score(ev["accuracy"], ins, dele, eta=eta, acc_floor=acc_floor),
-                     "seconds": seconds})
+        if epoch == 0 and initial_eval is not None:
+            acc, ins, dele = (float(initial_eval[k]) for k in ("accuracy", "ins", "del"))
+        else:
+            ev = evaluate_idexpo(model, (x_va, y_va), explainer, S=S, step=eval_step, baseline=baseline,
+                                 generator=torch.Generator().manual_seed(eval_gen_seed))
+            acc, ins, dele = ev["accuracy"], float(ev["ins"].mean()), float(ev["del"].mean())
+        rows.append({"epoch": epoch, **parts, "val_acc": acc, "val_ins": ins, "val_del": dele,
+                     "val_score": validation_score(acc, ins, dele, eta=eta, acc_floor=acc_floor),
+                     "param_shift": param_shift(), "seconds": seconds})
         if epoch == 0 and not keep_checkpoints:
             return
         if keep_checkpoints:
             checkpoints[epoch] = _state_cpu(model)
             return
         # only the best so far, with select_checkpoint's rule: key (reaches the floor, score), earliest on ties
-        key = (acc_floor is None or ev["accuracy"] >= acc_floor, validation_score(ev["accuracy"], ins, dele, eta=eta))
+        key = (acc_floor is None or acc >= acc_floor, validation_score(acc, ins, dele, eta=eta))
         if not best_key or key > best_key[0]:
             best_key[:] = [key]
             checkpoints.clear()
@@ -460,6 +542,7 @@ def finetune_idexpo(
                 if regularize:
                     loss, ce, r_ins, r_del, l2 = _idexpo_loss(model, xb, yb, explainer, expl_gen, checked, lambda1=lambda1,
                                                               lambda2=lambda2, tau=tau, S=S, soft_step=soft_step,
+                                                              n_soft_steps=n_soft_steps,
                                                               normalize=normalize, baseline=baseline,
                                                               deletion_form=deletion_form, terms=terms,
                                                               forward_batch_size=fwd_bs)
@@ -483,7 +566,8 @@ def finetune_idexpo(
                 evaluate(epoch, parts, seconds)
             else:
                 rows.append({"epoch": epoch, **parts, "val_acc": float("nan"), "val_ins": float("nan"),
-                             "val_del": float("nan"), "val_score": float("nan"), "seconds": seconds})
+                             "val_del": float("nan"), "val_score": float("nan"), "param_shift": float("nan"),
+                             "seconds": seconds})
     history = pd.DataFrame(rows)
     best = select_checkpoint(history, eta=eta, acc_floor=acc_floor)
     history["selected"] = history["epoch"] == best
@@ -492,9 +576,9 @@ def finetune_idexpo(
     if not keep_checkpoints:
         checkpoints = {}
     config = dict(lambda1=lambda1, lambda2=lambda2, tau=tau, S=S, eta=eta, deletion_form=deletion_form,
-                  regularize=regularize, terms=terms, soft_step=soft_step, normalize=normalize, acc_floor=acc_floor, epochs=epochs,
+                  regularize=regularize, terms=terms, soft_step=soft_step, n_soft_steps=n_soft_steps, normalize=normalize, acc_floor=acc_floor, epochs=epochs,
                   lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, batch_size=batch_size,
-                  batchnorm=batchnorm, seed=seed, explainer=repr(explainer))
+                  batchnorm=batchnorm, seed=seed, eval_seed=eval_gen_seed, explainer=repr(explainer))
     return FinetuneResult(model=model, history=history, best_epoch=best, checkpoints=checkpoints, config=config)
 
 
