@@ -144,3 +144,4 @@ def test_flattening_matches_accuracy():
     assert flattening_verdict(t).verdict == "holds"
     off = flattening_verdict(t.assign(confidence=np.where(t.method == "recalx", 0.1, t.confidence)))
     assert off.verdict == "fails" and "confidence 0.10, accuracy 0.30" in off.observed
+    assert "a/7x7/zero/cnn level 0.80 (confidence 0.10, accuracy 0.30)" in off.fail_reason

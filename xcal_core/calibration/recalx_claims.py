@@ -379,6 +379,9 @@ def flattening_verdict(table: Any, cells: Sequence[str] = CELL, *, high: float =
                 f"(cell, level >= {high}) pairs; mean gap ReCalX {w['recalx'].mean():.3f} vs uncalibrated "
                 f"{w['uncalibrated'].mean():.3f}; largest ReCalX gap {w['recalx'].max():.3f} at {_cell_name(worst)} "
                 f"(confidence {acc.loc[worst, 'confidence']:.2f}, accuracy {acc.loc[worst, 'accuracy']:.2f})")
+    bad = [k for k, ok in rc_ok.items() if not ok]
     fail = (f"ReCalX's confidence misses the accuracy by >= {tol:g} (or more than the uncalibrated model) at "
-            f"{int((~rc_ok).sum())} of {len(w)} pairs")
+            f"{len(bad)} of {len(w)} pairs: " + "; ".join(
+                f"{_cell_name(k[:-1])} level {k[-1]:.2f} (confidence {acc.loc[k, 'confidence']:.2f}, accuracy "
+                f"{acc.loc[k, 'accuracy']:.2f})" for k in bad[:4]) + ("; ..." if len(bad) > 4 else ""))
     return Verdict(bool(rc_ok.all()), observed, fail, None)
