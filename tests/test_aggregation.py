@@ -634,3 +634,22 @@ def test_candidate_maps_singles_baselines_and_weighted():
         candidate_maps(maps, ["a"])
     with pytest.raises(ValueError, match="clashes"):
         candidate_maps(maps, ["a", "b"], {"a": w})
+
+
+def test_fitted_form_matches_the_reported_metric_for_single_methods(setup):
+    from xcal_core.aggregation import fitted_form
+
+    ev, w = _evaluated(setup)
+    rob = fitted_form(ev, {"agg_robust": w["agg_robust"]}, list(METHODS))
+    # squared sensitivity: the aggregate's direct held-out value equals w^T G w (identity), singles their own
+    torch.testing.assert_close(rob["agg_robust"], ev.sens_avg_sq[:, ev.names.index("agg_robust")].double(),
+                               rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(rob["ixg"], ev.sens_avg_sq[:, 1].double(), rtol=1e-5, atol=1e-9)
+    fa = fitted_form(ev, {"agg_faith": w["agg_mean"]}, list(METHODS), objective="faith")
+    # one Yeh factor per method: a single method's fitted form is its reported (Yeh-rescaled) INFD
+    torch.testing.assert_close(fa["saliency"], ev.infidelity["blur"][:, 0].double(), rtol=1e-4, atol=1e-9)
+    assert list(fa) == [*METHODS, "agg_faith"] and torch.all(fa["agg_faith"] >= 0)
+    with pytest.raises(ValueError, match="objective"):
+        fitted_form(ev, {}, list(METHODS), objective="fcor")
+    with pytest.raises(ValueError, match="shape"):
+        fitted_form(ev, {"bad": torch.ones(5, 2)}, list(METHODS))

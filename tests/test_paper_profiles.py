@@ -162,7 +162,7 @@ NB04_TINY = {
     "METHODS": ["saliency", "input_x_gradient", "smoothgrad"], "PERTURBATION_METHODS": ["occlusion", "feature_ablation"],
     "PATCH": 8, "IG_STEPS": 2, "NOISE_SAMPLES": 2, "SHAP_SAMPLES": 8, "M_AGG": 3, "M_EVAL": 4, "M_GRID": [2, 3],
     "FAMILY_N_IMAGES": 3, "LOC_DATASET": "none", "BATCH_SIZE": 64,
-    "MORE_MODELS": [f"imagenet={m}" for m in NB04_PAPER_MODELS[1:5]] + [f"{_CIFAR_STANDIN}=resnet18_cifar"],
+    "MORE_MODELS": [f"imagenet/{m}" for m in NB04_PAPER_MODELS[1:5]] + [f"{_CIFAR_STANDIN}/resnet18_cifar"],
 }
 
 
@@ -172,7 +172,7 @@ def test_nb04_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     # the paper profile itself: the models, 500 images, back-propagated chunks of 256 (80 GB GPU)
     paper, _ = resolve_params(load_schema("04_optimized_aggregation"), {"PROFILE": "paper"})
     assert (paper["DATASET"], paper["MODEL"], paper["N_IMAGES"], paper["BATCH_SIZE"]) == ("imagenet", "tv:vgg16", 500, 256)
-    assert [e.split("=")[1] for e in paper["MORE_MODELS"]] == NB04_PAPER_MODELS[1:]
+    assert [e.split("/")[1] for e in paper["MORE_MODELS"]] == NB04_PAPER_MODELS[1:]
     run_dir = _run_paper("04_optimized_aggregation", NB04_TINY, tmp_path, monkeypatch)
     out = _stream_text(run_dir)
     assert "STAND-IN DATA: standin:imagenet is a synthetic stand-in for imagenet (input (3, 32, 32), 1000 classes" in out

@@ -37,7 +37,7 @@ from .qp import simplex_objective, solve_simplex_qp, solve_simplex_qp_exact
 __all__ = [
     "nondegenerate",
     "agg_mean", "agg_var", "aggregate", "AggregationResult", "evaluate_aggregations", "EvaluationResult", "STRATEGIES",
-    "weighted_maps", "candidate_maps", "subset_weights", "generalization_gap", "ambiguity_check", "weighted_average_check",
+    "weighted_maps", "candidate_maps", "subset_weights", "generalization_gap", "ambiguity_check", "weighted_average_check", "fitted_form",
     "evaluate_strategies",
 ]
 
@@ -632,6 +632,41 @@ def ambiguity_check(ev: EvaluationResult, weights: Mapping[str, Any], methods: S
             "holds": ((resid <= rtol) & improves).cpu().numpy(),
         }))
     return pd.concat(frames, ignore_index=True)
+
+
+def fitted_form(ev: EvaluationResult, weights: Mapping[str, Any], methods: Sequence[str], objective: str = "robust") -> dict[str, torch.Tensor]:
+    """Held-out values of the single methods and of weighted aggregates in the form the weights were fitted in.
+
+    The tables report Quantus' relative S_AVG and a per-map Yeh-rescaled INFD; AGG_robust minimizes the
+    squared absolute sensitivity and AGG_faith the Infidelity with one Yeh factor per *method*. Scoring the
+    fresh draws in the fitted form separates "the fit does not carry over to fresh draws" from "the reported
+    form ranks differently".
+
+    Args:
+        ev: :class:`EvaluationResult` with the single methods included.
+        weights: aggregate name -> (N, K) weights (e.g. ``{"agg_faith": w}``).
+        methods: the K method names in weight order.
+        objective: ``"robust"`` (squared Average-Sensitivity: ``ev.sens_avg_sq``, equal to
+            ``w^T G_fresh w``) or ``"faith"`` (``w^T G_fresh w`` with the fresh Infidelity matrix
+            ``ev.gram_faith``; for a single method this is its Yeh-rescaled INFD).
+
+    Returns:
+        dict name -> float64 (N,): the K methods, then the names of ``weights``.
+    """
+    check_choice(objective, "objective", ("robust", "faith"))
+    missing = [m for m in methods if m not in ev.names]
+    if missing:
+        raise ValueError(f"not evaluated in `ev`: {missing}")
+    G = (ev.gram_robust if objective == "robust" else ev.gram_faith).double()
+    if tuple(G.shape[1:]) != (len(methods), len(methods)):
+        raise ValueError(f"`methods` must name the {G.shape[-1]} methods of the evaluation's matrices, got {len(methods)}")
+    out = {m: torch.diagonal(G, dim1=1, dim2=2)[:, i] for i, m in enumerate(methods)}
+    for name, w in weights.items():
+        wt = check_tensor(w, f"weights[{name!r}]", ndim=2, dtype=None).double().to(G.device)
+        if tuple(wt.shape) != tuple(G.shape[:2]):
+            raise ValueError(f"`weights[{name!r}]` must have shape {tuple(G.shape[:2])}, got {tuple(wt.shape)}")
+        out[name] = simplex_objective(G, wt)
+    return out
 
 
 def weighted_average_check(ev: EvaluationResult, weights: Mapping[str, Any], methods: Sequence[str],
