@@ -241,7 +241,7 @@ NB05_TINY = {
 def test_nb05_paper_profile_runs_on_standins(tmp_path, monkeypatch):
     # the paper profile itself: CIFAR-10 and STL-10 with the CIFAR ResNet-18, 100 fine-tuning epochs, breast cancer for KernelSHAP
     paper, _ = resolve_params(load_schema("05_idexpo_training"), {"PROFILE": "paper"})
-    assert (paper["IMAGE_DATASETS"], paper["MODEL"], paper["EPOCHS"]) == (["cifar10", "stl10"], "resnet18_cifar", 100)
+    assert (paper["IMAGE_DATASETS"], paper["MODELS"], paper["EPOCHS"]) == (["cifar10", "stl10"], ["resnet18_cifar"], 100)
     assert paper["TABULAR_DATASET"] == "breast_cancer"
     metrics, claims = _run_announced("05_idexpo_training", NB05_TINY, [
         "STAND-IN DATA: standin:cifar10 is a synthetic stand-in for cifar10 (input (3, 16, 16), 10 classes",

@@ -95,6 +95,7 @@ def test_claim_verdicts_from_comparisons():
     v = ins_del_verdict(ins, dele, context="fm, 3 seeds")
     assert v["verdict"] == "fails" and "Del" in v["reason"] and "Ins" not in v["reason"]
     assert v["observed"].startswith("fm, 3 seeds: Ins 0.310 -> 0.413")
+    assert ins_del_verdict(ins, dele, note="ceiling")["reason"].endswith("; ceiling")
     assert seed_gain_verdict(ins, "Ins")["verdict"] == "holds"
     assert "within the seed spread" in seed_gain_verdict(dele, "Del", increase=False)["reason"]
     assert "other way" in seed_gain_verdict(ins, "Ins", increase=False)["reason"]

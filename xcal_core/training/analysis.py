@@ -587,7 +587,7 @@ def seed_gain_verdict(comparison: Mapping[str, Any], label: str, *, increase: bo
 
 
 def ins_del_verdict(ins: Mapping[str, Any], dele: Mapping[str, Any], *, context: str = "",
-                    min_effect: float = 1e-3) -> dict[str, str]:
+                    min_effect: float = 1e-3, note: str = "") -> dict[str, str]:
     """``run.claim`` keyword arguments for "ID-ExpO raises Ins and lowers Del vs CE-only beyond the seed spread".
 
     Both parts must clear :func:`beats_seed_spread`; the reason names each part that does not.
@@ -595,6 +595,7 @@ def ins_del_verdict(ins: Mapping[str, Any], dele: Mapping[str, Any], *, context:
     Args:
         ins, dele: :func:`compare_methods` outputs for ``"ins"`` and ``"del"`` (a = ID-ExpO, b = CE-only).
         context: prefix of the observed text. min_effect: smallest mean difference that counts.
+        note: a diagnosis appended to the reason of a ``fails`` verdict.
 
     Returns:
         dict with ``expected``, ``observed``, ``verdict`` and ``reason``.
@@ -610,7 +611,7 @@ def ins_del_verdict(ins: Mapping[str, Any], dele: Mapping[str, Any], *, context:
     if verdicts == {"holds"}:
         return {"expected": expected, "observed": observed, "verdict": "holds", "reason": ""}
     return {"expected": expected, "observed": observed, "verdict": "fails",
-            "reason": "; ".join(v["reason"] for v in (a, b) if v["verdict"] == "fails")}
+            "reason": "; ".join(v["reason"] for v in (a, b) if v["verdict"] == "fails") + (f"; {note}" if note else "")}
 
 
 def accuracy_kept_verdict(acc: Mapping[str, Any], *, tolerance: float = 0.02, context: str = "",

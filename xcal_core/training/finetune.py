@@ -439,9 +439,11 @@ def finetune_idexpo(
         initial_eval: the epoch-0 validation scores ``{"accuracy", "ins", "del"}`` when already known (they
             do not depend on the run: :func:`initial_evaluation`), saving one evaluation per run.
 
-    Cost: a step forwards B clean inputs (explainer and cross-entropy share them for Grad-CAM) and B * 2M
-    perturbed ones, M = ceil(floor(S * F) / soft_step) soft steps, and backpropagates through all of them,
-    so on compute-bound hardware it costs about 1 + 2M CE-only steps (plus the surrogate's B * n_samples
+    Cost: a step forwards B clean inputs for the explanation (Grad-CAM: the cross-entropy shares them unless
+    the model has BatchNorm layers in train mode, whose per-sample explanation pass uses the running
+    statistics, so the cross-entropy takes a second clean pass) and B * 2M perturbed ones,
+    M = ceil(floor(S * F) / soft_step) soft steps, and backpropagates through all of them, so on
+    compute-bound hardware it costs about 1 + 2M CE-only steps (plus one, plus the surrogate's B * n_samples
     coalition inputs for LIME / KernelSHAP); ``benchmarks/bench_idexpo.py`` prints the measured ratios.
 
     Returns:

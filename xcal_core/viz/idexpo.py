@@ -108,9 +108,9 @@ def plot_soft_relaxation(
         (axes[0, 0], _gray(img), "gray", "image x", None),
         (axes[0, 1], p[ids], "inferno", "explanation phi", "phi"),
         (axes[0, 2], h[ids], "gray_r", f"hard mask: top {k} features", "mask"),
-        (axes[0, 3], a_show, "gray_r", f"soft mask alpha (tau = {t_show:g})", "alpha"),
-        (axes[1, 2], _gray(x_del), "gray", f"soft deletion input (tau = {t_show:g})", None),
-        (axes[1, 3], _gray(x_ins), "gray", f"soft insertion input (tau = {t_show:g})", None),
+        (axes[0, 3], a_show, "gray_r", f"soft mask alpha, tau {t_show:g}", "alpha"),
+        (axes[1, 2], _gray(x_del), "gray", f"soft deletion input, tau {t_show:g}", None),
+        (axes[1, 3], _gray(x_ins), "gray", f"soft insertion input, tau {t_show:g}", None),
     ]
     for ax, data, cmap, name, cbar in panels:
         lim = (0.0, 1.0) if cbar in ("mask", "alpha", None) else (None, None)
