@@ -11,6 +11,7 @@ import yaml
 import pytest
 
 from xcal_core.batch import RunSpec, load_sweep, plan_runs, run_batch, summary_table
+from xcal_core.runs import attempt_dirs
 
 OK = ('from xcal_core.params import start_run\nrun = start_run("00_quickstart", globals())\n'
       'run.log_metrics([dict(experiment="e", dataset="d", model="m", method="x", metric="seed_echo", value=float(run.seed), higher_is_better=True)])\n'
@@ -128,9 +129,14 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(nbdir, tmp_path):
         if first.exists() and json.loads(first.read_text()).get("status") == "completed":
             break
         time.sleep(0.5)
-    # wait until the second run has started, then kill the whole sweep
-    while time.time() - t0 < 150 and not (specs[1].run_dir / "manifest.json").exists():
+    # wait until the second run has started (its staging attempt has a manifest: the run folder itself
+    # only appears when the attempt completes), then kill the whole sweep while it sleeps
+    def second_started():
+        return any((a / "manifest.json").exists() for a in attempt_dirs(specs[1].run_dir))
+
+    while time.time() - t0 < 150 and not second_started():
         time.sleep(0.5)
+    assert second_started() and not (specs[1].run_dir / "manifest.json").exists()
     import os
     import signal
 
