@@ -936,3 +936,26 @@ def test_fashion_mnist_real_files_from_the_debian_package():
     assert ds.info.extra["source"] == "/usr/share/datasets/fashion-mnist"
     assert len(ds.train) == 100 and len(ds.test) == 100
     assert 0.2 < float(ds.test.masks.float().mean()) < 0.7  # silhouettes cover part of the image
+
+
+def test_image_normalization_does_not_depend_on_the_thread_count():
+    # the statistics enter the model cache keys: a float32 reduction's result changes with the number of
+    # CPU threads, which gave one recipe two cache keys (and would hide shipped checkpoints on other machines)
+    from xcal_core.data._base import Split, build_image
+
+    before = torch.get_num_threads()
+    try:
+        for seed in range(4):  # a float32 mean differs between 1 and 2 threads for seeds 1-3 of these
+            g = torch.Generator().manual_seed(seed)
+            x = (torch.rand(20_000, 1, 28, 28, generator=g) * 255).round() / 255  # 8-bit pixels, as real images
+            y = torch.randint(0, 10, (20_000,), generator=g)
+            small = Split(x[:10], y[:10])
+            stats = []
+            for n in (1, 2, 4):
+                torch.set_num_threads(n)
+                stats.append(build_image("t", Split(x, y), small, small, class_names=[str(i) for i in range(10)])
+                             .info.normalization)
+            assert stats[0] == stats[1] == stats[2], f"seed {seed}: {stats}"
+            assert stats[0][0][0] == pytest.approx(float(x.double().mean()), abs=1e-6)
+    finally:
+        torch.set_num_threads(before)

@@ -779,8 +779,11 @@ def build_image(
             raise ValueError(f"split `{split_name}` of {name!r}: images must be (N, C, H, W), got {tuple(s.x.shape)}")
         _finite_or_raise(s.x, f"{split_name}.x", name)
     x = train.x
-    ch_mean = x.mean(dim=(0, 2, 3))
-    ch_std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    # float64 sums, rounded to 6 decimals: the statistics (and the model cache keys they enter) must not
+    # depend on the order of a float32 reduction, which changes with the number of CPU threads
+    x64 = x.double()
+    ch_mean = x64.mean(dim=(0, 2, 3))
+    ch_std = x64.std(dim=(0, 2, 3)).clamp_min(1e-6)
     info = DatasetInfo(
         name=name,
         task="classification",
@@ -790,7 +793,7 @@ def build_image(
         feature_names=channel_names(x.shape[1]),
         class_names=tuple(str(c) for c in class_names),
         train_mean=x.mean(0) if len(x) else torch.zeros(x.shape[1:]),
-        normalization=(tuple(float(v) for v in ch_mean), tuple(float(v) for v in ch_std)),
+        normalization=(tuple(round(float(v), 6) for v in ch_mean), tuple(round(float(v), 6) for v in ch_std)),
         standardization=None,
         extra=dict(extra or {}),
     )
