@@ -488,3 +488,28 @@ def test_stochastic_cache_survives_bad_files_and_never_unpickles_code(tmp_path, 
     assert hist2.equals(hist) and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
     model3, hist3 = fit()  # the retrained file is valid again and is loaded
     assert hist3.equals(hist)
+
+
+def test_shipped_stochastic_checkpoint_fills_a_cold_cache(tmp_path, monkeypatch):
+    """The stochastic families' files are shipped too (checkpoints/models/stochastic_<key>.pt, while the
+    twins cache in <cache>/models): a cold cache takes the shipped file instead of training."""
+    import shutil
+
+    from xcal_core.models import stochastic as stochastic_mod
+
+    def fit(cache):
+        torch.manual_seed(0)
+        net = to_mc_dropout(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 3)), p=0.1)
+        x, y = torch.randn(32, 4, generator=gen(1)), torch.randint(0, 3, (32,), generator=gen(2))
+        return train_stochastic(net, x, y, epochs=2, batch_size=16, seed=0, cache_dir=cache)
+
+    model, hist = fit(tmp_path / "cache_a" / "models")
+    (f,) = (tmp_path / "cache_a" / "models").glob("stochastic_*.pt")
+    shipped = tmp_path / "checkpoints" / "models"
+    shipped.mkdir(parents=True)
+    shutil.copy2(f, shipped / f.name)
+    monkeypatch.setenv("XCAL_SHIPPED_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setattr(stochastic_mod.torch.optim, "Adam", None)  # training would fail: it must not train
+    model2, hist2 = fit(tmp_path / "cache_b")  # another layout: the name alone identifies the file
+    assert (tmp_path / "cache_b" / f.name).is_file() and hist2.equals(hist)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))

@@ -223,7 +223,12 @@ def fetch_shipped(path: str | os.PathLike, cache_dir: str | os.PathLike) -> bool
         return False
     src = src_root / rel
     if not src.is_file():
-        return False
+        # callers that cache in a sub-folder of the run's cache (the stochastic families' twins) see a
+        # shorter relative path; the file names hash their configuration, so the name alone identifies them
+        same_name = [p for p in src_root.rglob(path.name) if p.is_file()]
+        if len(same_name) != 1:
+            return False
+        src = same_name[0]
     try:
         load_checkpoint(src)
     except (CorruptCheckpointError, OSError):

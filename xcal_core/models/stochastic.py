@@ -52,7 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._validation import check_fraction, check_int, check_positive, check_tensor, model_device
-from .cache import CorruptCheckpointError, load_checkpoint, save_checkpoint
+from .cache import CorruptCheckpointError, fetch_shipped, load_checkpoint, save_checkpoint
 
 __all__ = [
     "UE_METHODS",
@@ -769,6 +769,8 @@ def train_stochastic(
             cfg["lr_schedule"] = lr_schedule
         key = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:20]
         path = Path(cache_dir) / f"stochastic_{key}.pt"
+        if not path.exists():
+            fetch_shipped(path, cache_dir)  # a cold cache first takes the checkpoint shipped with the repository
         if path.exists():
             try:
                 blob = load_checkpoint(path, map_location=device)
