@@ -77,3 +77,11 @@ def test_from_tensors_errors_name_the_argument(kwargs, err, match):
     name = args.pop("name")
     with pytest.raises(err, match=match):
         Dataset.from_tensors(name, **args)
+
+
+def test_readme_states_where_results_go_and_the_runner_guarantees():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Where results go"):]
+    section = section[:section.index("\n## ", 5)]
+    for promise in ("never lost by a later failed run", "interrupted batch resumes", "concurrent"):
+        assert promise in section, f"README's 'Where results go' does not say: {promise}"
