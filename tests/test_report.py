@@ -101,17 +101,10 @@ def test_report_figures():
         plot_metric_summary(metric_summary(m), "nll")
 
 
-def test_key_figures_and_scoreboard_metrics(tmp_path):
+def test_scoreboard_metrics_and_run_paths(tmp_path):
     from xcal_core.report import resolve_run_paths, scoreboard_metrics
     from xcal_core.runs import validate_metrics
-    from xcal_core.viz.report import key_figures
 
-    m = pd.DataFrame({"notebook": "01_x", "experiment": "e", "dataset": "d", "model": "m", "method": ["a", "b"],
-                      "metric": "ece", "level": float("nan"), "seed": 0, "value": [0.1, 0.2], "higher_is_better": False})
-    figs, missing = key_figures(metric_summary(m), ["01:ece", "02:ece"])
-    assert list(figs) == ["key_01_ece"] and missing == ["02:ece"]
-    with pytest.raises(ValueError, match="must look like '01:ce_kl'"):
-        key_figures(metric_summary(m), ["ece"])
     rows = scoreboard_metrics(scoreboard(_claims()))
     validate_metrics(rows, default_seed=0)
     assert rows.set_index(["dataset", "metric"]).loc[("workshop", "claims_held_share"), "value"] == pytest.approx(3 / 7)
@@ -149,3 +142,34 @@ def test_write_scoreboard_summary_over_seeds(tmp_path):
     counts = pd.read_csv(tmp_path / "summary" / "verdicts.csv").iloc[0]
     assert (counts["mixed"], counts["inconclusive"], counts["holds"]) == (1, 1, 0)
     assert (tmp_path / "summary" / "scoreboard.png").stat().st_size > 1000
+
+
+def _seed_claims():
+    """Claims of a seeds batch: 3 seeds of one notebook; C1 holds, C2 fails, C3 inconclusive in every
+    seed, C4 flips between holds and fails, C5 between fails and inconclusive."""
+    verdicts = {"C1": ["holds"] * 3, "C2": ["fails"] * 3, "C3": ["inconclusive"] * 3,
+                "C4": ["holds", "fails", "holds"], "C5": ["fails", "inconclusive", "fails"]}
+    return pd.DataFrame([{"claim_id": c, "paper": "P", "statement": "s", "expected": "e", "observed": str(k),
+                          "verdict": v, "reason": "" if v == "holds" else f"why {k}", "notebook": "05_idexpo",
+                          "profile": "workshop", "run_seed": k}
+                         for c, vs in verdicts.items() for k, v in enumerate(vs)])
+
+
+def test_scoreboard_across_seeds_keeps_fails_and_mixed_apart():
+    from xcal_core.viz.report import plot_scoreboard
+
+    b = scoreboard(_seed_claims()).set_index("claim_id")
+    assert b["verdict"].to_dict() == {"C1": "holds", "C2": "fails", "C3": "inconclusive", "C4": "mixed", "C5": "mixed"}
+    assert b.loc["C4", ["holds", "fails", "inconclusive", "runs", "seeds"]].tolist() == [2, 1, 0, 3, 3]
+    assert b.loc["C5", ["holds", "fails", "inconclusive"]].tolist() == [0, 2, 1]
+    assert b.loc["C5", "reason"] == "why 0 | why 1 | why 2"
+    counts = verdict_counts(scoreboard(_seed_claims())).iloc[0]
+    assert counts[["holds", "fails", "inconclusive", "mixed", "total"]].tolist() == [1, 1, 1, 2, 5]
+    fig, ax = plot_scoreboard(scoreboard(_seed_claims()))
+    widths = {c.get_label(): [r.get_width() for r in c] for c in ax.containers}
+    assert widths == {"holds (1)": [1], "fails (1)": [1], "inconclusive (1)": [1], "mixed (2)": [2]}
+    fails = next(c for c in ax.containers if c.get_label().startswith("fails"))[0]
+    assert fails.get_hatch() == "//" and fails.get_width() > 0  # drawn, hatched, and labelled with its count
+    left = fails.get_x()
+    assert any(t.get_text() == "1" and abs(t.get_position()[0] - (left + 0.5)) < 1e-9 for t in ax.texts)
+    assert "3 runs each" in ax.get_xlabel() and "mixed" in ax.get_xlabel()

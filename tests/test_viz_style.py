@@ -93,6 +93,33 @@ def _summary(level=True, n=3):
     return pd.DataFrame(rows)
 
 
+_AGG_METHODS = ("input_x_gradient", "smoothgrad", "gradient_shap", "saliency", "guided_backprop", "deeplift",
+                "integrated_gradients", "vargrad", "gradcam")
+
+
+def _key_rows(name):
+    """Metrics rows of one key figure of the report (xcal_core.report.KEY_FIGURES), three seeds."""
+    from xcal_core.report import select_key_rows
+
+    rows = []
+    for seed in range(3):
+        if name == "05_ins_del":
+            rows += [{"experiment": "gradcam", "dataset": "fashion_mnist", "model": "small_cnn", "method": m,
+                      "metric": k, "seed": seed, "value": 0.5 + 0.1 * i + 0.01 * seed}
+                     for i, m in enumerate(("pretrained", "ce_only", "idexpo")) for k in ("ins", "del")]
+        else:  # 04: five strategies and nine single methods on both metrics
+            rows += [{"experiment": "main", "dataset": "fashion_mnist", "model": "small_cnn", "method": m,
+                      "metric": k, "seed": seed, "value": 0.1 * (i + 1) + 0.01 * seed}
+                     for i, m in enumerate(("agg_mean", "agg_var", "agg_robust", "agg_faith", "agg_opt",
+                                            *_AGG_METHODS))
+                     for k in ("sens_avg", "infidelity")]
+    frame = pd.DataFrame(rows).assign(notebook=f"{name[:2]}_nb", profile="smoke", run_seed=0, run_dir="r", level=np.nan,
+                                      setting="", higher_is_better=False)
+    params = {"IMAGE_DATASETS": ["fashion_mnist"], "MODELS": ["small_cnn"], "DATASET": "fashion_mnist",
+              "MODEL": "small_cnn", "METHODS": list(_AGG_METHODS)}
+    return frame, select_key_rows(frame, name, params={"r": params})
+
+
 def _board():
     return pd.DataFrame({"notebook": [f"0{i}_nb" for i in range(7) for _ in range(4)], "profile": "smoke",
                          "claim_id": [f"C{j}" for _ in range(7) for j in range(4)],
@@ -155,8 +182,10 @@ CATALOGUE = {
     "plot_scoreboard": (lambda: viz.plot_scoreboard(_board()), set()),
     "plot_metric_summary": (lambda: viz.plot_metric_summary(_summary(), "ece"), {"lines:3"}),
     "plot_metric_summary[45 bars]": (lambda: viz.plot_metric_summary(_summary(level=False, n=45), "ece"), set()),
-    "key_figures": (lambda: (lambda figs: (list(figs[0].values())[0], None))(viz.key_figures(_summary(), ["01:ece"])),
-                    set()),
+    "key_figures": (lambda: (list(viz.key_figures(_key_rows("05_ins_del")[0], ["05_ins_del"], params={
+        "r": {"IMAGE_DATASETS": ["fashion_mnist"], "MODELS": ["small_cnn"]}}).figures.values())[0], None), set()),
+    "plot_key_figure[04]": (lambda: viz.plot_key_figure(_key_rows("04_aggregation")[1]), set()),
+    "plot_key_figure[05]": (lambda: viz.plot_key_figure(_key_rows("05_ins_del")[1]), set()),
     "plot_perturbation_curves": (lambda: viz.plot_perturbation_curves(
         torch.linspace(0, 1, 41), {k: torch.rand(4, 41, generator=_gen(i)) for i, k in enumerate(("a", "b", "c"))}),
         {"lines:3"}),

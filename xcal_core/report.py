@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from .params import repo_root
+from .params import load_schema, repo_root
 from .runs import VERDICTS, _legacy_claims, claim_counts, format_claim_counts, load_runs, read_manifest
 
-__all__ = ["resolve_run_paths", "scoreboard_metrics", "scoreboard", "verdict_counts", "write_scoreboard_summary", "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs"]
+__all__ = [
+    "resolve_run_paths", "scoreboard_metrics", "scoreboard", "verdict_counts", "write_scoreboard_summary",
+    "load_scoreboard", "runtime_table", "metric_summary", "format_scoreboard", "copy_reference_runs",
+    "AGG_STRATEGIES", "KEY_FIGURES", "KeyFigureSpec", "KeySelection", "PROFILE_ORDER", "run_params",
+    "select_key_rows", "LABELS", "display_name", "controls", "describe_key_rows",
+]
 
 
 def resolve_run_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -243,3 +250,312 @@ def write_scoreboard_summary(paths: Iterable[str | Path] | str | Path, out_dir: 
 
     plt.close(fig)
     return board
+
+
+# ------------------------------------------------------------------------------------------------
+# Key figures: each one an explicit selection of metrics.csv rows (which experiment, setting,
+# methods and metrics), made per run from that run's own parameters (params.yaml)
+# ------------------------------------------------------------------------------------------------
+PROFILE_ORDER = ("paper", "workshop", "smoke")
+"""Most thorough first: a key figure over runs of several profiles shows the first one present."""
+
+
+@dataclass(frozen=True)
+class KeyFigureSpec:
+    """One key figure: what it shows and how its rows are chosen.
+
+    Attributes:
+        name: identifier (``KEY_FIGURES`` parameter of notebook 06, figure file ``key_<name>``).
+        notebook: number prefix of the notebook whose runs it reads (``"01"``).
+        title: what the figure shows, in words.
+        rows: the rows it selects, in words (printed with a missing figure).
+        select: ``(metrics of one run, that run's parameters) -> rows``; every returned row is drawn.
+        required: ``(metric, method)`` pairs that must all be present, else the figure is missing.
+        setting: ``parameters -> text`` naming the setting looked for (in the reason of a missing figure).
+    """
+
+    name: str
+    notebook: str
+    title: str
+    rows: str
+    select: Callable[[pd.DataFrame, Mapping[str, Any]], pd.DataFrame]
+    required: tuple[tuple[str, str], ...] = ()
+    setting: Callable[[Mapping[str, Any]], str] | None = None
+
+
+@dataclass
+class KeySelection:
+    """The rows one key figure draws (``rows``), or why it cannot be drawn (``missing``).
+
+    ``rows`` are metrics.csv rows plus ``notebook, profile, run_seed, run_dir``, a ``role`` column
+    (what the row is in the figure) and ``replicate`` (0, 1, ...: one per (run, seed) pair, the unit
+    whose spread the figure shows).
+    """
+
+    spec: KeyFigureSpec
+    rows: pd.DataFrame
+    missing: str = ""
+    profile: str = ""
+
+    @property
+    def n_replicates(self) -> int:
+        return int(self.rows["replicate"].nunique()) if len(self.rows) else 0
+
+
+def _first(value: Any, default: Any = None) -> Any:
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else default
+    return value if value not in (None, "") else default
+
+
+def _is(col: pd.Series, value: Any) -> pd.Series:
+    return col.astype(str) == str(value)
+
+
+def _select_01(m: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
+    k, base, model = _first(p.get("PATCH_SIZES")), _first(p.get("IMAGE_BASELINES")), _first(p.get("IMAGE_MODELS"))
+    sel = ((m["experiment"] == "calibration_vs_level") & m["dataset"].astype(str).str.endswith(f":{k}x{k}:{base}")
+           & _is(m["model"], model) & m["method"].isin(["uncalibrated", "recalx"])
+           & m["metric"].isin(["ce_kl", "ce_kl_floor", "ce_kl_floor_sd"]) & m["level"].notna())
+    return m[sel].assign(role=lambda d: d["metric"].map({"ce_kl": "value", "ce_kl_floor": "floor",
+                                                         "ce_kl_floor_sd": "floor_sd"}))
+
+
+def _select_02(m: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
+    cal = m["experiment"] == "calibration"
+    sel = cal & (m["metric"].eq("ece") | (m["metric"].eq("ece_floor_q95") & m["method"].eq("uncalibrated"))
+                 | (m["metric"].eq("fitted_temperature") & m["method"].eq("temperature_scaling")))
+    return m[sel].assign(role=lambda d: d["metric"].map({"ece": "value", "ece_floor_q95": "floor",
+                                                         "fitted_temperature": "temperature"}))
+
+
+def _select_03(m: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
+    sel = ((m["experiment"] == "explanation_uncertainty") & (m["metric"] == "cv_mean")
+           & _is(m["dataset"], p.get("DATASET")) & m["model"].isin(list(p.get("UE_METHODS") or []))
+           & m["method"].isin(list(p.get("EXPLAINERS") or [])))
+    return m[sel].assign(role="value")
+
+
+_AGG_METRICS = {"sens_avg": "agg_robust", "infidelity": "agg_faith"}  # metric -> the strategy fitted to it
+AGG_STRATEGIES = ("agg_mean", "agg_var", "agg_robust", "agg_faith", "agg_opt")
+"""Notebook 04's aggregation strategies (its ablation variants, e.g. ``agg_robust_k3``, are not among them)."""
+
+
+def _select_04(m: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
+    main = ((m["experiment"] == "main") & _is(m["dataset"], p.get("DATASET")) & _is(m["model"], p.get("MODEL"))
+            & m["metric"].isin(list(_AGG_METRICS)))
+    agg = m[main & m["method"].isin(AGG_STRATEGIES)].assign(role="strategy")
+    single = m[main & m["method"].isin(list(p.get("METHODS") or []))]
+    best = []
+    for metric, g in single.groupby("metric", sort=True):  # the best single method of this run, per metric
+        name = g.groupby("method")["value"].mean().idxmin()  # both metrics: lower is better
+        best.append(g[g["method"] == name].assign(role="best_single"))
+    return pd.concat([agg, *best]) if best else agg
+
+
+def _select_05(m: pd.DataFrame, p: Mapping[str, Any]) -> pd.DataFrame:
+    sel = ((m["experiment"] == "gradcam") & _is(m["dataset"], _first(p.get("IMAGE_DATASETS")))
+           & _is(m["model"], _first(p.get("MODELS"))) & m["metric"].isin(["ins", "del"])
+           & m["method"].isin(["pretrained", "ce_only", "idexpo"]))
+    return m[sel].assign(role="value")
+
+
+KEY_FIGURES: dict[str, KeyFigureSpec] = {s.name: s for s in (
+    KeyFigureSpec("01_ce_kl", "01", "CE_KL per perturbation level, uncalibrated vs ReCalX, with the floor",
+                  "experiment calibration_vs_level; the main cell (first IMAGE_MODELS, first PATCH_SIZES, first "
+                  "IMAGE_BASELINES); methods uncalibrated and recalx; metrics ce_kl, ce_kl_floor, ce_kl_floor_sd",
+                  _select_01, (("ce_kl", "uncalibrated"), ("ce_kl", "recalx")),
+                  lambda p: (f"dataset *:{_first(p.get('PATCH_SIZES'))}x{_first(p.get('PATCH_SIZES'))}:"
+                             f"{_first(p.get('IMAGE_BASELINES'))}, model {_first(p.get('IMAGE_MODELS'))}")),
+    KeyFigureSpec("02_ece", "02", "ECE before and after each calibrator, per setting (controls marked)",
+                  "experiment calibration; metric ece of every calibrator, the uncalibrated ece_floor_q95 and "
+                  "the fitted temperature (marks controls)", _select_02,
+                  (("ece", "uncalibrated"), ("ece", "temperature_scaling"))),
+    KeyFigureSpec("03_cv", "03", "Mean CV of the explanations per UE method and explainer",
+                  "experiment explanation_uncertainty; metric cv_mean; the DATASET of the run (not the regression "
+                  "set); UE_METHODS x EXPLAINERS", _select_03,
+                  setting=lambda p: f"dataset {p.get('DATASET')}"),
+    KeyFigureSpec("04_aggregation", "04", "Aggregation strategies on their objectives: S_AVG and INFD",
+                  "experiment main; DATASET and MODEL of the run; metrics sens_avg and infidelity; the "
+                  "AGG_STRATEGIES and the best single method of METHODS", _select_04,
+                  (("sens_avg", "agg_robust"), ("infidelity", "agg_faith")),
+                  lambda p: f"dataset {p.get('DATASET')}, model {p.get('MODEL')}"),
+    KeyFigureSpec("05_ins_del", "05",
+                  "Test Ins and Del of Grad-CAM maps on the main setting: pretrained, CE-only, ID-ExpO",
+                  "experiment gradcam (Grad-CAM only: no LIME, KernelSHAP or first-order runs); first "
+                  "IMAGE_DATASETS and MODELS; metrics ins and del", _select_05,
+                  tuple((m, k) for m in ("ins", "del") for k in ("pretrained", "ce_only", "idexpo")),
+                  lambda p: f"dataset {_first(p.get('IMAGE_DATASETS'))}, model {_first(p.get('MODELS'))}"),
+)}
+"""The key figures of the report, one explicit row selection each."""
+
+
+def run_params(metrics: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """``{run_dir: parameters}`` of the runs in ``metrics``: the run's ``params.yaml``, else the
+    notebook's resolved profile preset (what the run would have used)."""
+    out: dict[str, dict[str, Any]] = {}
+    if "run_dir" not in metrics.columns:
+        return out
+    for run_dir, g in metrics.groupby("run_dir", sort=False):
+        f = Path(str(run_dir)) / "params.yaml"
+        if f.exists():
+            out[str(run_dir)] = yaml.safe_load(f.read_text()) or {}
+            continue
+        try:
+            out[str(run_dir)] = load_schema(str(g["notebook"].iloc[0])).preset(str(g["profile"].iloc[0]))
+        except (ValueError, KeyError, FileNotFoundError, ModuleNotFoundError):
+            out[str(run_dir)] = {}
+    return out
+
+
+def select_key_rows(metrics: pd.DataFrame, name: str, params: Mapping[str, Mapping[str, Any]] | None = None,
+                    profile: str | None = None) -> KeySelection:
+    """The rows of key figure ``name`` (:data:`KEY_FIGURES`), chosen run by run with each run's parameters.
+
+    Args:
+        metrics: ``load_runs(paths)`` rows (at least the metrics.csv columns plus ``notebook``; ``profile``,
+            ``run_seed`` and ``run_dir`` are filled in when absent: one run).
+        name: key figure name.
+        params: ``{run_dir: parameters}``; default :func:`run_params` (each run's params.yaml).
+        profile: the profile to show; default the most thorough one present (:data:`PROFILE_ORDER`).
+
+    Returns:
+        A :class:`KeySelection`; ``missing`` says why when no (or not all required) rows exist.
+    """
+    if name not in KEY_FIGURES:
+        raise ValueError(f"`name`: unknown key figure {name!r}; known: {list(KEY_FIGURES)}")
+    spec = KEY_FIGURES[name]
+    empty = pd.DataFrame(columns=[*metrics.columns, "role", "replicate"])
+    if "notebook" not in metrics.columns:
+        raise ValueError("`metrics` lacks the 'notebook' column; pass load_runs(paths)")
+    m = metrics[metrics["notebook"].astype(str).str.startswith(spec.notebook)]
+    m = m.assign(**{c: v for c, v in (("profile", ""), ("run_seed", 0), ("run_dir", "run")) if c not in m.columns})
+    if m.empty:
+        return KeySelection(spec, empty, f"no runs of notebook {spec.notebook} were read")
+    present = [p for p in PROFILE_ORDER if p in set(m["profile"].astype(str))]
+    profile = profile if profile is not None else (present[0] if present else str(m["profile"].iloc[0]))
+    m = m[m["profile"].astype(str) == profile]
+    if m.empty:
+        return KeySelection(spec, empty, f"no runs of notebook {spec.notebook} in profile {profile!r}", profile)
+    params = run_params(m) if params is None else params
+    parts = [spec.select(g, params.get(str(d), {})) for d, g in m.groupby("run_dir", sort=True)]
+    rows = pd.concat(parts) if parts else empty
+    looked = sorted({spec.setting(params.get(str(d), {})) for d in m["run_dir"].unique()}) if spec.setting else []
+    where = f" (looked for: {'; '.join(looked)})" if looked else ""
+    if rows.empty:
+        return KeySelection(spec, empty, f"no rows of {spec.rows}{where}", profile)
+    have = set(zip(rows["metric"], rows["method"]))
+    lacking = [f"{metric}/{method}" for metric, method in spec.required if (metric, method) not in have]
+    if lacking:
+        return KeySelection(spec, empty, f"rows {lacking} are missing ({spec.rows}){where}", profile)
+    keys = rows[["run_dir", "seed"]].astype(str).apply(tuple, axis=1)
+    order = {k: i for i, k in enumerate(dict.fromkeys(sorted(keys)))}
+    rows = rows.assign(replicate=keys.map(order).astype(int))
+    point = ["dataset", "model", "method", "metric", "level", "replicate"]
+    dup = rows.assign(level=rows["level"].fillna(-1.0)).duplicated(point, keep=False)
+    if dup.any():  # two rows for one bar or point of one seed: drawing them would pool two measurements
+        other = [c for c in ("experiment", "setting") if rows.loc[dup, c].astype(str).nunique() > 1]
+        return KeySelection(spec, empty, f"{int(dup.sum())} rows would share a bar or point of one seed "
+                            f"(they differ only in {other or 'nothing'}); not pooled", profile)
+    return KeySelection(spec, rows, "", profile)
+
+
+LABELS = {"uncalibrated": "uncalibrated", "temperature_scaling": "temperature scaling", "dirichlet": "Dirichlet",
+          "recalx": "ReCalX", "pretrained": "pretrained", "ce_only": "CE-only", "idexpo": "ID-ExpO",
+          "agg_mean": "AGG_mean", "agg_var": "AGG_var", "agg_robust": "AGG_robust", "agg_faith": "AGG_faith",
+          "agg_opt": "AGG_opt", "sens_avg": "S_AVG", "infidelity": "INFD", "ins": "Ins", "del": "Del",
+          "mc_dropout": "MC-Dropout", "dropconnect": "DropConnect", "flipout": "Flipout", "ensemble": "ensemble",
+          "guided_backprop": "GBP", "integrated_gradients": "IG", "lime": "LIME", "gradcam": "Grad-CAM",
+          "saliency": "Saliency", "input_x_gradient": "IxG", "deeplift": "DeepLift", "smoothgrad": "SmoothGrad",
+          "vargrad": "VarGrad", "gradient_shap": "GradSHAP", "kernel_shap": "KernelSHAP",
+          "feature_ablation": "FeatAbl"}
+"""Display names of methods and metrics in the key figures and their captions."""
+
+
+def display_name(name: Any) -> str:
+    """The name shown for a method or metric in the key figures (:data:`LABELS`, else the name itself)."""
+    return LABELS.get(str(name), str(name))
+
+
+def _means(rows: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """Mean over replicates of the per-replicate values (each replicate weighs the same)."""
+    return rows.groupby([*by, "replicate"])["value"].mean().groupby(level=list(range(len(by)))).mean()
+
+
+def controls(rows: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """``{(dataset, model): fitted temperature}`` of the notebook-02 settings that are controls (the mean
+    fitted temperature lies in :data:`xcal_core.metrics.CONTROL_BAND`: the model needs no calibration)."""
+    from .metrics.c2i import is_control
+
+    t = rows[rows["role"] == "temperature"]
+    if t.empty:
+        return {}
+    temp = _means(t, ["dataset", "model"])
+    return {(str(d), str(m)): float(v) for (d, m), v in temp.items() if is_control(float(v))}
+
+
+def describe_key_rows(sel: KeySelection) -> str:
+    """One line 'What you see' for a key figure, computed from the rows it draws (or why it is missing)."""
+    name, r, dn = sel.spec.name, sel.rows, display_name
+    if sel.missing:
+        return f"{name}: not drawn: {sel.missing}."
+    n = sel.n_replicates
+    each = "a thin line per seed" if name == "01_ce_kl" else "dots: each seed"
+    over = f" (means over {n} seeds; {each})" if n > 1 else " (one seed)"
+    v = r[r["role"].isin(["value", "strategy"])]
+    if name == "01_ce_kl":
+        mean = _means(v, ["method", "level"])
+        parts = []
+        for meth in ("uncalibrated", "recalx"):
+            s = mean[meth]
+            parts.append(f"{dn(meth)} {s.mean():.3f} on average over the {len(s)} levels (max {s.max():.3f} "
+                         f"at level {s.idxmax():.2f})")
+        text = "CE_KL: " + "; ".join(parts)
+        fl, sd = r[r["role"] == "floor"], r[r["role"] == "floor_sd"]
+        if len(fl) and len(sd):
+            top = _means(fl, ["method", "level"])["recalx"] + 2 * _means(sd, ["method", "level"])["recalx"]
+            inside = int((mean["recalx"] <= top.reindex(mean["recalx"].index)).sum())
+            text += f"; ReCalX is within its floor + 2 sd at {inside} of {len(top)} levels"
+        return text + over + "."
+    if name == "02_ece":
+        ece, floor, ctrl = _means(v, ["dataset", "model", "method"]), r[r["role"] == "floor"], controls(r)
+        fmean = _means(floor, ["dataset", "model"]) if len(floor) else pd.Series(dtype=float)
+        parts = []
+        for (d, m), g in ece.groupby(level=[0, 1], sort=True):
+            g = g.droplevel([0, 1])
+            g = g.reindex(sorted(g.index, key=lambda k: (k != "uncalibrated", k != "temperature_scaling", k)))
+            after = ", ".join(f"{dn(k)} {x:.3f}" for k, x in g.items() if k != "uncalibrated")
+            text = f"{d}/{m}: ECE uncalibrated {g.get('uncalibrated', float('nan')):.3f} -> {after}"
+            if (d, m) in fmean.index:
+                text += f" (floor {fmean[(d, m)]:.3f})"
+            if (str(d), str(m)) in ctrl:
+                text += f", a CONTROL (fitted T = {ctrl[(str(d), str(m))]:.2f}: nothing to calibrate)"
+            parts.append(text)
+        return "; ".join(parts) + over + "."
+    if name == "03_cv":
+        mean = _means(v, ["model", "method"])
+        lo, hi = mean.idxmin(), mean.idxmax()
+        per_ex = mean.groupby(level=1).mean().sort_values()
+        return (f"mean CV over the {len(mean)} (UE method, explainer) cells from {mean.min():.2f} "
+                f"({dn(lo[0])}, {dn(lo[1])}) to {mean.max():.2f} ({dn(hi[0])}, {dn(hi[1])}); "
+                "averaged over UE methods: " + ", ".join(f"{dn(k)} {x:.2f}" for k, x in per_ex.items())
+                + over + ".")
+    if name == "04_aggregation":
+        mean, best = _means(v, ["metric", "method"]), r[r["role"] == "best_single"]
+        bmean = _means(best, ["metric", "method"])
+        parts = []
+        for metric, fitted in _AGG_METRICS.items():
+            s = mean[metric]
+            text = (f"{dn(metric)}: {dn(fitted)} {s.get(fitted, float('nan')):.3g}, lowest strategy "
+                    f"{dn(s.idxmin())} {s.min():.3g}")
+            if metric in bmean.index.get_level_values(0):
+                (bname, bval), = bmean[metric].items()
+                text += f", best single method {dn(bname)} {bval:.3g}"
+            parts.append(text)
+        return "; ".join(parts) + over + "."
+    if name == "05_ins_del":
+        mean = _means(v, ["metric", "method"])
+        return "; ".join(f"{dn(metric)} ({'higher' if metric == 'ins' else 'lower'} is better): "
+                         + ", ".join(f"{dn(k)} {mean[(metric, k)]:.3f}" for k in ("pretrained", "ce_only", "idexpo"))
+                         for metric in ("ins", "del")) + over + "."
+    raise ValueError(f"no description for key figure {name!r}")

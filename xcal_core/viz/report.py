@@ -1,7 +1,13 @@
-"""Figures of the reproduction report: the claim scoreboard and metric summaries over seeds."""
+"""Figures of the reproduction report: the claim scoreboard, metric summaries over seeds, and the key figures.
+
+Each key figure draws exactly the metrics.csv rows that :func:`xcal_core.report.select_key_rows` chose for it
+(:data:`xcal_core.report.KEY_FIGURES`); with several seeds it shows every seed (a dot per seed on a bar, a thin
+line per seed), never an interval computed from a few seeds.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -10,7 +16,7 @@ import pandas as pd
 
 from .style import FONT, fit_figsize, fit_title, line_styles
 
-__all__ = ["plot_scoreboard", "plot_metric_summary", "key_figures"]
+__all__ = ["plot_scoreboard", "plot_metric_summary", "plot_key_figure", "key_figures", "KeyFigures"]
 
 _VERDICT_COLORS = {"holds": "#2a9d8f", "fails": "#e76f51", "inconclusive": "#8d99ae", "mixed": "#e9c46a"}
 _VERDICT_HATCH = {"holds": "", "fails": "//", "inconclusive": "..", "mixed": "xx"}
@@ -56,7 +62,12 @@ def plot_scoreboard(board: pd.DataFrame, ax: Any = None) -> tuple[Any, Any]:
         left = left + n
     ax.set_yticks(y, counts.index.tolist(), fontsize=11)
     ax.set_xlim(0, left.max() * 1.05 + 0.5)
-    ax.set_xlabel("number of claims (verdict over all runs read)")
+    runs = board["runs"].astype(int) if "runs" in board.columns else pd.Series([1] * len(board))
+    if runs.max() > 1:  # several runs (seeds) per claim: say so, and that `mixed` means the verdict changed
+        n_runs = f"{runs.min()}" if runs.min() == runs.max() else f"{runs.min()}-{runs.max()}"
+        ax.set_xlabel(f"number of claims (verdict over {n_runs} runs each; mixed: it changed between runs)")
+    else:
+        ax.set_xlabel("number of claims (verdict of the one run read)")
     ax.set_title(f"{len(board)} claims of the papers on our data")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=10, frameon=False)
     return fig, ax
@@ -135,21 +146,257 @@ def plot_metric_summary(summary: pd.DataFrame, metric: str, notebook: str | None
     return fig, ax
 
 
-def key_figures(summary: pd.DataFrame, specs: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Draw ``"<notebook number>:<metric>"`` figures from a metric summary.
+_BAR_COLORS = ("#8d99ae", "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+_BAR_HATCH = ("", "//", "..", "xx", "\\\\", "oo", "--")
+
+
+def _bars(ax: Any, rows: pd.DataFrame, group: str, hue: str, groups: list, hues: list,
+          colors: dict | None = None, hatches: dict | None = None, values: bool = False) -> None:
+    """One bar per (group, hue): the mean over replicates; with several replicates, one dot per replicate
+    on its bar (the spread across seeds, no interval computed from a few seeds). ``colors`` / ``hatches``
+    are keyed by hue or by group; ``values`` writes each mean above its bar."""
+    width = 0.8 / max(len(hues), 1)
+    rng = np.random.default_rng(0)  # fixed jitter of the dots (layout only)
+    for j, h in enumerate(hues):
+        drawn = False
+        for i, g in enumerate(groups):
+            sub = rows[(rows[group].astype(str) == str(g)) & (rows[hue].astype(str) == str(h))]
+            per_rep = sub.groupby("replicate")["value"].mean()
+            if per_rep.empty:
+                continue
+            x = i + (j - (len(hues) - 1) / 2) * width
+            colors, hatches = colors or {}, hatches or {}
+            color = colors.get(h, colors.get(g, _BAR_COLORS[j % len(_BAR_COLORS)]))
+            hatch = hatches.get(h, hatches.get(g, _BAR_HATCH[j % len(_BAR_HATCH)]))
+            ax.bar(x, per_rep.mean(), width * 0.9, color=color, hatch=hatch, edgecolor="black", linewidth=0.6,
+                   label=None if drawn else _label(h))
+            drawn = True
+            if values:
+                ax.annotate(f"{per_rep.mean():.3g}", (x, max(per_rep.max(), per_rep.mean())), xytext=(0, 4),
+                            textcoords="offset points",
+                            ha="center", va="bottom", fontsize=FONT["small"])
+            if len(per_rep) > 1:
+                jitter = rng.uniform(-0.25, 0.25, len(per_rep)) * width
+                ax.scatter(x + jitter, per_rep.to_numpy(), s=24, color="black", edgecolors="white", linewidths=0.6,
+                           zorder=3)
+    ax.set_xticks(np.arange(len(groups)))
+    if values:
+        ax.margins(y=0.12)  # room for the value labels
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def _label(name: Any) -> str:
+    from ..report import display_name
+
+    return display_name(name)
+
+
+def _title(sel: Any, where: str) -> str:
+    n = sel.n_replicates
+    spread = f"{n} seeds: bar = mean, dot = one seed" if n > 1 else "one seed"
+    return f"{sel.spec.notebook} · {sel.spec.title}\n{where} · {sel.profile or 'run'} profile · {spread}"
+
+
+def _where(rows: pd.DataFrame, cols: tuple[str, ...] = ("dataset", "model")) -> str:
+    return " · ".join(" / ".join(map(str, dict.fromkeys(rows[c].astype(str)))) for c in cols)
+
+
+def _figure(n_panels: int = 1, width: float = 6.4, height: float = 4.2) -> tuple[Any, Any]:
+    return plt.subplots(1, n_panels, figsize=fit_figsize(width * n_panels if n_panels > 1 else width, height),
+                        layout="constrained", squeeze=True)
+
+
+def _draw_01(sel: Any) -> tuple[Any, Any]:
+    from .recalx import plot_ce_with_floor
+
+    r = sel.rows
+    wide = r.pivot_table(index=["replicate", "method", "level"], columns="metric", values="value").reset_index()
+    fig, ax = _figure(1, 6.8, 4.2)
+    methods = ["uncalibrated", "recalx"]
+    if {"ce_kl_floor", "ce_kl_floor_sd"} <= set(wide.columns):
+        plot_ce_with_floor(wide, ax, metric="ce_kl", methods=methods, seed_col="replicate")
+    else:  # no floor logged: the values only
+        for (meth, rep), g in wide.groupby(["method", "replicate"], sort=True):
+            style = line_styles(2)[methods.index(meth)]
+            ax.plot(g["level"], g["ce_kl"], label=_label(meth) if rep == wide["replicate"].min() else None, **style)
+        ax.set_xlabel("perturbation level")
+        ax.set_ylabel("CE$_{KL}$ (no floor logged)")
+        ax.legend(fontsize=FONT["legend"])
+    fit_title(ax, _title(sel, _where(r)), fontsize=FONT["panel_title"])
+    return fig, ax
+
+
+def _draw_02(sel: Any) -> tuple[Any, Any]:
+    from ..report import controls
+
+    r = sel.rows
+    v = r[r["role"] == "value"].assign(setting=lambda d: d["dataset"].astype(str) + " / " + d["model"].astype(str))
+    settings = list(dict.fromkeys(v["setting"]))
+    present = list(dict.fromkeys(v["method"]))
+    order = [m for m in ("uncalibrated", "temperature_scaling", "dirichlet") if m in present]
+    methods = order + [m for m in present if m not in order]
+    fig, ax = _figure(1, max(6.4, 2.2 * len(settings) + 2.5), 4.2)
+    _bars(ax, v, "setting", "method", settings, methods, values=True)
+    floor = r[r["role"] == "floor"]
+    ctrl = controls(r)
+    for i, s in enumerate(settings):
+        d, m = s.split(" / ", 1)
+        f = floor[(floor["dataset"].astype(str) == d) & (floor["model"].astype(str) == m)]
+        if len(f):
+            ax.hlines(f.groupby("replicate")["value"].mean().mean(), i - 0.45, i + 0.45, colors="black",
+                      linestyles="--", linewidth=1.2, label="ECE floor (q95, calibrated model)" if i == 0 else None)
+        if (d, m) in ctrl:
+            ax.axvspan(i - 0.48, i + 0.48, color="#dddddd", zorder=0)
+    labels = [s.replace(" / ", "\n") + (f"\nCONTROL (T = {ctrl[tuple(s.split(' / ', 1))]:.2f})"
+                                        if tuple(s.split(" / ", 1)) in ctrl else "") for s in settings]
+    ax.set_xticks(np.arange(len(settings)), labels, fontsize=FONT["tick"])
+    ax.set_ylabel("ECE ↓ (test images)")
+    ax.legend(fontsize=FONT["legend"], frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    marks = "controls shaded" if (r["role"] == "temperature").any() else "no fitted temperature logged"
+    n = len(settings)
+    fit_title(ax, _title(sel, f"{n} setting{'s' if n > 1 else ''}; {marks}"), fontsize=FONT["panel_title"])
+    return fig, ax
+
+
+def _draw_03(sel: Any) -> tuple[Any, Any]:
+    v = sel.rows[sel.rows["role"] == "value"]
+    ues, explainers = list(dict.fromkeys(v["model"])), list(dict.fromkeys(v["method"]))
+    fig, ax = _figure(1, 7.2, 4.2)
+    _bars(ax, v, "model", "method", ues, explainers, colors=dict(zip(explainers, _BAR_COLORS[1:])))
+    ax.set_xticks(np.arange(len(ues)), [_label(u) for u in ues], fontsize=FONT["tick"])
+    ax.set_xlabel("uncertainty-estimation method")
+    ax.set_ylabel("mean CV over features ↓")
+    ax.legend(title="explainer", fontsize=FONT["legend"], title_fontsize=FONT["legend"], frameon=False,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fit_title(ax, _title(sel, _where(v, ("dataset",))), fontsize=FONT["panel_title"])
+    return fig, ax
+
+
+_FITTED = {"sens_avg": "agg_robust", "infidelity": "agg_faith"}
+
+
+def _draw_04(sel: Any) -> tuple[Any, Any]:
+    from ..report import AGG_STRATEGIES
+
+    r = sel.rows
+    fig, axes = _figure(2, 5.4, 4.2)
+    for ax, metric in zip(axes, ("sens_avg", "infidelity")):
+        rows = r[r["metric"] == metric]
+        rows = rows.assign(bar=np.where(rows["role"] == "best_single", "best single:\n" + rows["method"].map(_label),
+                                        rows["method"].map(_label)))
+        bars = list(dict.fromkeys(rows.loc[rows["role"] == "best_single", "bar"]))
+        bars += [_label(a) for a in AGG_STRATEGIES if a in set(rows["method"])]
+        fitted = _label(_FITTED[metric])
+        colors = {b: "#bbbbbb" if b.startswith("best single") else "#2a9d8f" if b == fitted else "#8d99ae"
+                  for b in bars}
+        hatches = {b: "//" if b.startswith("best single") else "" for b in bars}
+        _bars(ax, rows.assign(one="x"), "bar", "one", bars, ["x"], colors=colors, hatches=hatches, values=True)
+        ax.set_xticks(np.arange(len(bars)), bars, fontsize=FONT["tick"], rotation=30, ha="right",
+                      rotation_mode="anchor")
+        ax.set_ylabel(f"{_label(metric)} ↓ (held-out)")
+        ax.set_title(f"{_label(metric)}: {fitted} (green) is fitted to it",
+                     fontsize=FONT["panel_title"])
+    fig.suptitle(_title(sel, _where(r)), fontsize=FONT["panel_title"])
+    return fig, axes
+
+
+def _draw_05(sel: Any) -> tuple[Any, Any]:
+    v = sel.rows[sel.rows["role"] == "value"]
+    methods = ["pretrained", "ce_only", "idexpo"]
+    fig, axes = _figure(2, 4.8, 4.2)
+    for ax, metric in zip(axes, ("ins", "del")):
+        rows = v[v["metric"] == metric].assign(bar=lambda d: d["method"].map(_label), one="x")
+        bars = [_label(m) for m in methods]
+        _bars(ax, rows, "bar", "one", bars, ["x"], colors=dict(zip(bars, ("#bbbbbb", "#8d99ae", "#2a9d8f"))),
+              hatches=dict(zip(bars, ("//", "..", ""))), values=True)
+        ax.set_xticks(np.arange(3), bars, fontsize=FONT["tick"])
+        arrow = "↑" if metric == "ins" else "↓"
+        ax.set_ylabel(f"test {_label(metric)} {arrow}")
+        ax.set_title(f"{_label(metric)} ({'higher' if metric == 'ins' else 'lower'} is better)",
+                     fontsize=FONT["panel_title"])
+    fig.suptitle(_title(sel, _where(v)), fontsize=FONT["panel_title"])
+    return fig, axes
+
+
+_DRAW = {"01_ce_kl": _draw_01, "02_ece": _draw_02, "03_cv": _draw_03, "04_aggregation": _draw_04,
+         "05_ins_del": _draw_05}
+
+
+def plot_key_figure(selection: Any) -> tuple[Any, Any]:
+    """Draw one key figure from its rows (:func:`xcal_core.report.select_key_rows`).
+
+    Bars and lines are means over the replicates (run, seed) of the selection; with several, every
+    replicate is drawn too (a dot per seed on its bar, a thin line per seed), never an interval computed
+    from a few seeds.
 
     Returns:
-        ``({figure_id: fig}, missing)``: one figure per spec whose rows exist, and the specs without rows.
+        ``(fig, ax or axes)``.
     """
-    figs, missing = {}, []
-    for spec in specs:
-        if ":" not in spec:
-            raise ValueError(f"`specs`: {spec!r} must look like '01:ce_kl'")
-        nb, metric = spec.split(":", 1)
-        rows = summary[(summary["metric"] == metric) & summary["notebook"].astype(str).str.startswith(nb)] if len(summary) else summary
-        if len(rows) == 0:
-            missing.append(spec)
+    if selection.missing or selection.rows.empty:
+        raise ValueError(f"key figure {selection.spec.name!r} has no rows: {selection.missing or 'empty'}")
+    return _DRAW[selection.spec.name](selection)
+
+
+@dataclass
+class KeyFigures:
+    """Result of :func:`key_figures`: per key figure its figure, the rows it drew, a one-line caption
+    computed from those rows, or (``missing``) why it was not drawn."""
+
+    figures: dict[str, Any] = field(default_factory=dict)
+    selections: dict[str, Any] = field(default_factory=dict)
+    captions: dict[str, str] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> pd.DataFrame:
+        """Per key figure, the rows it drew: experiments, settings, methods, metrics, row and seed counts,
+        or why it is missing."""
+        out = {}
+        for name, sel in self.selections.items():
+            r = sel.rows
+
+            def distinct(col: str, r: pd.DataFrame = r) -> str:
+                return ", ".join(map(str, dict.fromkeys(r[col].astype(str)))) if len(r) else ""
+
+            out[name] = {"notebook": sel.spec.notebook, "profile": sel.profile, "experiment": distinct("experiment"),
+                         "dataset": distinct("dataset"), "model": distinct("model"), "method": distinct("method"),
+                         "metric": distinct("metric"), "rows": len(r), "seeds": sel.n_replicates,
+                         "missing": sel.missing}
+        return pd.DataFrame.from_dict(out, orient="index")
+
+
+def key_figures(metrics: pd.DataFrame, names: list[str] | None = None, params: dict | None = None,
+                profile: str | None = None, draw: bool = True) -> KeyFigures:
+    """Draw the report's key figures (:data:`xcal_core.report.KEY_FIGURES`) from metrics.csv rows.
+
+    Args:
+        metrics: ``load_runs(paths)`` (raw rows, not a summary: the figures show every seed).
+        names: key figure names (default: all, in order).
+        params: ``{run_dir: parameters}`` (default: each run's params.yaml).
+        profile: profile to show (default: the most thorough one present).
+        draw: draw the figures (False: only the selections and captions; draw one later with
+            :func:`plot_key_figure`, e.g. to show it next to its caption in a notebook).
+
+    Returns:
+        :class:`KeyFigures`; ``figures`` keys are ``key_<name>``; a figure without rows is listed in
+        ``missing`` (with the reason) and not drawn.
+    """
+    from ..report import KEY_FIGURES, describe_key_rows, select_key_rows
+
+    names = list(KEY_FIGURES) if names is None else list(names)
+    unknown = [n for n in names if n not in KEY_FIGURES]
+    if unknown:
+        raise ValueError(f"`names`: unknown key figures {unknown}; known: {list(KEY_FIGURES)}")
+    out = KeyFigures()
+    for name in names:
+        sel = select_key_rows(metrics, name, params=params, profile=profile)
+        out.selections[name] = sel
+        out.captions[name] = describe_key_rows(sel)
+        if sel.missing:
+            out.missing[name] = sel.missing
             continue
-        fig, _ = plot_metric_summary(summary, metric, notebook=nb)
-        figs[f"key_{nb}_{metric}"] = fig
-    return figs, missing
+        if not draw:
+            continue
+        fig, _ = plot_key_figure(sel)
+        out.figures[f"key_{name}"] = fig
+    return out
