@@ -194,7 +194,7 @@ def test_key_04_strategies_and_best_single_method_of_the_main_setting():
     sel = _check(r.frame(), "04_aggregation")
     text = describe_key_rows(sel)
     assert "S_AVG: AGG_robust 0.05, lowest strategy AGG_robust 0.05, best single method Grad-CAM 0.04" in text
-    assert "INFD: AGG_faith 1.5, lowest strategy AGG_faith 1.5, best single method deeplift 1.4" in text
+    assert "INFD: AGG_faith 1.5, lowest strategy AGG_faith 1.5, best single method DeepLift 1.4" in text
     fig, axes = plot_key_figure(sel)
     for ax, metric in zip(axes, ("sens_avg", "infidelity")):
         assert len([p for p in ax.patches if p.get_height() > 0]) == 6  # 5 strategies + the best single method
