@@ -154,7 +154,7 @@ def _bars(ax: Any, rows: pd.DataFrame, group: str, hue: str, groups: list, hues:
           colors: dict | None = None, hatches: dict | None = None, values: bool = False) -> None:
     """One bar per (group, hue): the mean over replicates; with several replicates, one dot per replicate
     on its bar (the spread across seeds, no interval computed from a few seeds). ``colors`` / ``hatches``
-    are keyed by hue or by group; ``values`` writes each mean above its bar."""
+    are keyed by hue or by group; ``values`` writes each mean at the foot of its bar."""
     width = 0.8 / max(len(hues), 1)
     rng = np.random.default_rng(0)  # fixed jitter of the dots (layout only)
     for j, h in enumerate(hues):
@@ -171,17 +171,15 @@ def _bars(ax: Any, rows: pd.DataFrame, group: str, hue: str, groups: list, hues:
             ax.bar(x, per_rep.mean(), width * 0.9, color=color, hatch=hatch, edgecolor="black", linewidth=0.6,
                    label=None if drawn else _label(h))
             drawn = True
-            if values:
-                ax.annotate(f"{per_rep.mean():.3g}", (x, max(per_rep.max(), per_rep.mean())), xytext=(0, 4),
-                            textcoords="offset points",
-                            ha="center", va="bottom", fontsize=FONT["small"])
+            if values:  # at the bar's foot, where no seed's dot sits
+                ax.annotate(f"{per_rep.mean():.3g}", (x, 0.0), xytext=(0, 3), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=FONT["small"], zorder=4,
+                            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
             if len(per_rep) > 1:
                 jitter = rng.uniform(-0.25, 0.25, len(per_rep)) * width
                 ax.scatter(x + jitter, per_rep.to_numpy(), s=24, color="black", edgecolors="white", linewidths=0.6,
                            zorder=3)
     ax.set_xticks(np.arange(len(groups)))
-    if values:
-        ax.margins(y=0.12)  # room for the value labels
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
 
@@ -194,7 +192,8 @@ def _label(name: Any) -> str:
 
 def _title(sel: Any, where: str) -> str:
     n = sel.n_replicates
-    spread = f"{n} seeds: bar = mean, dot = one seed" if n > 1 else "one seed"
+    each = "one thin line per seed" if sel.spec.name == "01_ce_kl" else "bar = mean, dot = one seed"
+    spread = f"{n} seeds: {each}" if n > 1 else "one seed"
     return f"{sel.spec.notebook} · {sel.spec.title}\n{where} · {sel.profile or 'run'} profile · {spread}"
 
 
