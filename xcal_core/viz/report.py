@@ -252,7 +252,8 @@ def _draw_02(sel: Any) -> tuple[Any, Any]:
     ax.set_xticks(np.arange(len(settings)), labels, fontsize=FONT["tick"])
     ax.set_ylabel("ECE ↓ (test images)")
     ax.legend(fontsize=FONT["legend"], frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    marks = "controls shaded" if (r["role"] == "temperature").any() else "no fitted temperature logged"
+    marks = ("no fitted temperature logged" if not (r["role"] == "temperature").any()
+             else f"{len(ctrl)} control{'s' if len(ctrl) > 1 else ''} shaded" if ctrl else "no control setting")
     n = len(settings)
     fit_title(ax, _title(sel, f"{n} setting{'s' if n > 1 else ''}; {marks}"), fontsize=FONT["panel_title"])
     return fig, ax
