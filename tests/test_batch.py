@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -12,6 +13,8 @@ import pytest
 
 from xcal_core.batch import RunSpec, load_sweep, plan_runs, run_batch, summary_table
 from xcal_core.runs import attempt_dirs
+
+ROOT_NB = Path(__file__).resolve().parents[1] / "notebooks"
 
 OK = ('from xcal_core.params import start_run\nrun = start_run("00_quickstart", globals())\n'
       'run.log_metrics([dict(experiment="e", dataset="d", model="m", method="x", metric="seed_echo", value=float(run.seed), higher_is_better=True)])\n'
@@ -388,3 +391,18 @@ def test_cli_reference_record_and_summary(nbdir, tmp_path, capsys):
     assert {"git_sha", "cold_cache", "shipped_checkpoints", "started"} <= set(rec)
     board = pd.read_csv(summary / "scoreboard.csv")
     assert sorted(board["claim_id"]) == ["C1", "C2"] and (summary / "scoreboard.png").exists()
+
+
+def test_report_in_a_batch_written_elsewhere_reads_that_batch(tmp_path):
+    # make retrain runs the workshop profile into papermill_runs/retrain: its 06 must read
+    # papermill_runs/retrain/workshop, not the default papermill_runs/workshop (which may not exist)
+    real = ROOT_NB
+    (spec,) = plan_runs(real, tmp_path / "elsewhere", profile="workshop", notebooks=["06"])
+    assert spec.params["RUN_PATHS"] == [str((tmp_path / "elsewhere").resolve() / "workshop")]
+    (default,) = plan_runs(real, ROOT_NB.parent / "papermill_runs", profile="workshop", notebooks=["06"])
+    assert "RUN_PATHS" not in default.params  # the default output root: the schema's default applies
+    (given,) = plan_runs(real, tmp_path / "elsewhere", profile="workshop", notebooks=["06"],
+                         parameters={"RUN_PATHS": ["papermill_runs/reference"]})
+    assert given.params["RUN_PATHS"] == ["papermill_runs/reference"]
+    (smoke,) = plan_runs(real, tmp_path / "elsewhere", profile="smoke", notebooks=["06"])
+    assert "RUN_PATHS" not in smoke.params  # the smoke preset reads the committed reference run

@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import yaml
 
-from .params import device_kind, load_schema, params_hash, resolve_params
+from .params import device_kind, load_schema, params_hash, repo_root, resolve_params
 from .runs import (RunLockTimeout, _now, _write_json, format_claim_counts, lock_busy, new_attempt_dir, pid_alive,
                    promote_attempt, read_manifest, recover_run_dir, run_lock, update_manifest)
 
@@ -270,6 +270,15 @@ def plan_runs(notebook_dir: str | Path, out_dir: str | Path, profile: str = "wor
         explicit = list(ps)  # given with -p / in the sweep: wins over the profile preset, must be a parameter
         ps = {**ps, "PROFILE": ps.get("PROFILE", profile)}
         resolved, _ = resolve_params(schema, ps, explicit=explicit + ["PROFILE"])
+        if "RUN_PATHS" in schema.names and "RUN_PATHS" not in explicit:
+            # a report reads the batch it belongs to: its default "papermill_runs/<group>" names the default
+            # output root, so a batch written elsewhere (--out) points it at that batch's folder instead
+            mine = out_dir.resolve() / group
+            if [str(p) for p in resolved["RUN_PATHS"]] == [f"papermill_runs/{group}"] and \
+                    mine != (repo_root() / "papermill_runs" / group).resolve():
+                ps = {**ps, "RUN_PATHS": [str(mine)]}
+                explicit = explicit + ["RUN_PATHS"]
+                resolved, _ = resolve_params(schema, ps, explicit=explicit + ["PROFILE"])
         run_dir = out_dir / group / f"{nb.stem}__{params_hash(resolved)}"
         if run_dir in seen:
             continue
