@@ -51,3 +51,17 @@ def test_readme_numbers_match_the_committed_runs():
     """README's generated sections equal what the committed reference run and seeds summary give
     (regenerate with `python -m xcal_core.docs`; make run and make seeds do it)."""
     assert update_readme(check=True) == []
+
+
+def test_seeds_table_says_when_the_seeds_summary_is_older_than_the_reference(tmp_path):
+    root = _fake_repo(tmp_path)
+    summary = root / "papermill_runs" / "seeds_summary"
+    summary.mkdir(parents=True)
+    rows = [{"notebook": "01_x", "claim_id": "C0", "verdict": "mixed", "seeds": 5}]
+    pd.DataFrame(rows).to_csv(summary / "scoreboard.csv", index=False)
+    s = generated_sections(root)["seeds-table"]
+    assert "Out of date" not in s and "Over 5 seeds" in s and "| `01_x` | 1 | 0 | 0 | 0 | 1 |" in s
+    rows[0]["claim_id"] = "C_old"  # the reference's 01_x tests C0, the summary an older claim
+    pd.DataFrame(rows).to_csv(summary / "scoreboard.csv", index=False)
+    s = generated_sections(root)["seeds-table"]
+    assert "Out of date" in s and "1 of the reference run's 1 claims" in s

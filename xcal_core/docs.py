@@ -107,7 +107,25 @@ def _seeds_table(root: Path) -> str:
         lines.append(f"| `{nb}` | {len(g)} | {int(c.get('holds', 0))} | {int(c.get('fails', 0))} | "
                      f"{int(c.get('inconclusive', 0))} | {int(c.get('mixed', 0))} |")
     seeds = int(pd.to_numeric(b.get("seeds"), errors="coerce").max()) if "seeds" in b.columns and len(b) else 0
-    return f"Over {seeds} seeds:\n\n" + "\n".join(lines) + "\n"
+    stale = _stale_seeds_note(root, b)
+    return stale + f"Over {seeds} seeds:\n\n" + "\n".join(lines) + "\n"
+
+
+def _stale_seeds_note(root: Path, board: pd.DataFrame) -> str:
+    """A warning when the seeds summary and the reference run test different claims: the summary then
+    comes from older notebooks, and its table must not be read as the current notebooks' seeds."""
+    ref = root / "papermill_runs" / "reference"
+    claims = load_runs(ref, table="claims") if ref.exists() else pd.DataFrame()
+    if claims.empty or "claim_id" not in claims.columns:
+        return ""
+    want = set(zip(claims["notebook"], claims["claim_id"]))
+    want = {k for k in want if k[0] in set(board["notebook"])} or want
+    have = set(zip(board["notebook"], board["claim_id"])) if "claim_id" in board.columns else set()
+    missing = want - have
+    if not missing:
+        return ""
+    return (f"**Out of date:** this seeds summary comes from older notebooks: {len(missing)} of the reference "
+            f"run's {len(want)} claims of notebooks 01-05 are not in it. Rerun `make seeds` before reading it.\n\n")
 
 
 _GENERATORS: dict[str, Callable[[Path], str]] = {
