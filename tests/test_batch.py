@@ -406,3 +406,23 @@ def test_report_in_a_batch_written_elsewhere_reads_that_batch(tmp_path):
     assert given.params["RUN_PATHS"] == ["papermill_runs/reference"]
     (smoke,) = plan_runs(real, tmp_path / "elsewhere", profile="smoke", notebooks=["06"])
     assert "RUN_PATHS" not in smoke.params  # the smoke preset reads the committed reference run
+
+
+def test_reference_record_names_the_tree_the_notebooks_ran_on(nbdir, tmp_path, monkeypatch):
+    # copying the new reference run replaces committed files, so the tree is dirty by the time the
+    # record is written; the record must say whether the notebooks ran on a clean commit
+    import xcal_core.run as run_mod
+    import xcal_core.runtime as runtime_mod
+
+    ref = tmp_path / "reference"
+
+    def fake_git_info(root=None):
+        return {"sha": "f" * 40, "dirty": ref.exists() and any(ref.iterdir())}
+
+    monkeypatch.setattr(runtime_mod, "git_info", fake_git_info)
+    monkeypatch.setattr(run_mod, "git_info", fake_git_info, raising=False)
+    _nb(nbdir / "00_quickstart.ipynb", OK)
+    assert run_mod.main(["--profile", "smoke", "--notebooks", "00", "--notebook-dir", str(nbdir),
+                         "--out", str(tmp_path / "out"), "--reference", str(ref)]) == 0
+    rec = json.loads((ref / "make_run.json").read_text())
+    assert rec["git_sha"] == "f" * 40 and rec["git_dirty"] is False

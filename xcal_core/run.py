@@ -21,7 +21,7 @@ from .params import PROFILES, repo_root
 from .batch import EXECUTORS, BatchInterrupted, _raise_on_signal, plan_runs, run_batch, summary_table, yaml_load
 from .report import copy_reference_runs, format_scoreboard, scoreboard, write_scoreboard_summary
 from .runs import load_runs
-from .runtime import env_summary
+from .runtime import env_summary, git_info
 
 
 def _parse_param(items: list[list[str]] | None) -> dict:
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     cache_models = Path(os.environ.get("XCAL_CACHE_DIR") or root / ".cache" / "xcal") / "models"
     cold_cache = not any(cache_models.glob("*.pt")) if cache_models.is_dir() else True
     t0, started = time.time(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    git_at_start = git_info()  # the commit the notebooks ran at (copying the reference later dirties the tree)
     previous = signal.signal(signal.SIGTERM, _raise_on_signal)  # SIGTERM ends like Ctrl-C: workers stopped, summary
     try:
         results = run_batch(specs, executor=a.executor, workers=a.workers, kernel_name=a.kernel, resume=not a.no_resume,
@@ -99,20 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.reference:
         copied = copy_reference_runs([r.spec.run_dir for r in results], a.reference)
         if copied:
-            _write_batch_record(Path(a.reference), results, minutes, started, cold_cache)
+            _write_batch_record(Path(a.reference), results, minutes, started, cold_cache, git_at_start)
         print(f"\nreference run: {len(copied)} run(s) copied to {Path(a.reference).resolve()}")
     print(f"\nresults under {Path(a.out).resolve()}")
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def _write_batch_record(reference: Path, results, minutes: float, started: str, cold_cache: bool) -> None:
+def _write_batch_record(reference: Path, results, minutes: float, started: str, cold_cache: bool,
+                        git: dict) -> None:
     """``make_run.json`` beside the reference runs: what produced them, for README's generated text."""
     from .models.cache import shipped_dir
 
     env = env_summary()
     gpu = env.get("gpu") or env.get("cuda_device")
     rec = {
-        "git_sha": env.get("git_sha"), "git_dirty": env.get("git_dirty"), "started": started,
+        "git_sha": git.get("sha"), "git_dirty": git.get("dirty"), "started": started,
         "minutes": round(minutes, 2), "cold_cache": cold_cache, "shipped_checkpoints": shipped_dir() is not None,
         "n_runs": len(results), "n_failed": sum(r.status == "failed" for r in results),
         "machine": f"{os.cpu_count()} CPU cores" + (f", {gpu}" if gpu else ", no GPU"),
