@@ -2,6 +2,7 @@
 
 import json
 import re
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,12 @@ def test_book_from_the_reference_run(tmp_path):
         assert not page_problems(html), p.notebook
         assert f"href='{p.notebook}.html'" in index
     assert "data:image/png;base64" in index and "Scoreboard" in index
+    # each row says what the notebook teaches first: its first learning objective, as README's table
+    from xcal_core.docs import reading_order
+
+    for nb_id, line in reading_order(ROOT / "notebooks").items():
+        assert html_escape(line) in index, f"{nb_id}: index lacks {line!r}"
+    assert "You will learn to: 1." not in index
 
 
 def test_book_refuses_pages_with_tracebacks(tmp_path):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .docs import first_objective
 from .params import repo_root
 from .report import scoreboard, verdict_counts
 from .runs import format_claim_counts, load_runs, read_manifest
@@ -53,19 +54,6 @@ def _title(nb: dict, fallback: str) -> str:
                 if line.startswith("# "):
                     return line[2:].strip()
     return fallback
-
-
-def _one_liner(nb: dict) -> str:
-    """The first sentence of the notebook's story (cell 1, after the title)."""
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "markdown":
-            text = " ".join(l.lstrip("> ").strip() for l in "".join(cell.get("source", "")).splitlines()[1:]
-                            if l.strip())
-            text = re.sub(r"^\*\*[^*]{1,30}\*\*\s*", "", text)  # a leading bold label such as **Story.**
-            text = text.replace("**", "").replace("`", "")
-            m = re.match(r"(.+?[.!?])(\s|$)", text)
-            return m.group(1) if m else text[:200]
-    return ""
 
 
 def page_problems(html_text: str) -> list[str]:
@@ -156,7 +144,7 @@ def build_book(runs: str | Path | None = None, out: str | Path | None = None) ->
         claims = format_claim_counts(m)
         pages.append(BookPage(nb_id, title, Path(out) / page.name, d, n_img, len(m.get("figures", [])),
                               m.get("minutes"), claims, tuple(warns)))
-        rows.append((nb_id, title, _one_liner(nb), m.get("minutes")))
+        rows.append((nb_id, title, first_objective(nb), m.get("minutes")))
     # the index: reading order and the scoreboard, from the tidy files only
     board = scoreboard(load_runs(run_dirs, table="claims"))
     counts = verdict_counts(board)
@@ -173,7 +161,7 @@ def build_book(runs: str | Path | None = None, out: str | Path | None = None) ->
              "<h1>xcal: calibration meets explanations — the reference run</h1>",
              "<p>Each page is a notebook as the reference run executed it (workshop profile, real "
              "Fashion-MNIST images, 2 CPU cores). Read them in this order:</p>",
-             "<table><tr><th>#</th><th>notebook</th><th>what it teaches</th><th>minutes</th><th>claims</th></tr>"]
+             "<table><tr><th>#</th><th>notebook</th><th>what you learn first</th><th>minutes</th><th>claims</th></tr>"]
     for nb_id, title, line, minutes in rows:
         claims = per_nb.get(nb_id, "no claims")
         mins = f"{minutes:.1f}" if isinstance(minutes, (int, float)) else "–"

@@ -53,18 +53,22 @@ def _notebook_rows(reference: Path) -> pd.DataFrame:
 def reading_order(notebook_dir: Path) -> dict[str, str]:
     """``{notebook id: one line on what it teaches}``: the first learning objective of each notebook,
     else the first sentence of its story."""
-    out = {}
-    for p in sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb")):
-        nb = json.loads(p.read_text())
-        text = "".join(nb["cells"][0]["source"]) if nb.get("cells") else ""
-        m = re.search(r"\n1\. (.+?)(?:\n\d\. |\n\n|$)", text, re.S)
-        if m:
-            line = " ".join(m.group(1).split())
-        else:
-            body = " ".join(l.strip() for l in text.splitlines()[1:] if l.strip())
-            line = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0] if body else ""
-        out[p.stem] = line.rstrip(";.,").replace("|", "/")
-    return out
+    return {p.stem: first_objective(json.loads(p.read_text()))
+            for p in sorted(Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))}
+
+
+def first_objective(nb: dict) -> str:
+    """One line on what a notebook (its JSON) teaches: its first learning objective, else the first
+    sentence of its opening cell after the title."""
+    cells = nb.get("cells") or []
+    text = "".join(cells[0]["source"]) if cells else ""
+    m = re.search(r"\n1\. (.+?)(?:\n\d\. |\n\n|$)", text, re.S)
+    if m:
+        line = " ".join(m.group(1).split())
+    else:
+        body = " ".join(l.strip() for l in text.splitlines()[1:] if l.strip())
+        line = re.split(r"(?<=[.!?])\s", body, maxsplit=1)[0] if body else ""
+    return line.rstrip(";.,").replace("|", "/")
 
 
 def _reference_table(root: Path) -> str:
