@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from xcal_core.report import KEY_FIGURES, describe_key_rows, run_params, select_key_rows  # noqa: E402
-from xcal_core.viz.report import key_figures, plot_key_figure  # noqa: E402
+from xcal_core.report import KEY_FIGURES, describe_key_rows, key_figures, run_params, select_key_rows  # noqa: E402
+from xcal_core.viz.report import plot_key_figure  # noqa: E402
 
 NB = {"01": "01_calibration_under_perturbations", "02": "02_calibrate_to_interpret",
       "03": "03_uncertainty_of_explanations", "04": "04_optimized_aggregation", "05": "05_idexpo_training"}

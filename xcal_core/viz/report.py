@@ -7,7 +7,6 @@ line per seed), never an interval computed from a few seeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -16,10 +15,47 @@ import pandas as pd
 
 from .style import FONT, fit_figsize, fit_title, line_styles
 
-__all__ = ["plot_scoreboard", "plot_metric_summary", "plot_key_figure", "key_figures", "KeyFigures"]
+__all__ = ["plot_scoreboard", "plot_metric_summary", "plot_key_figure"]
 
 _VERDICT_COLORS = {"holds": "#2a9d8f", "fails": "#e76f51", "inconclusive": "#8d99ae", "mixed": "#e9c46a"}
 _VERDICT_HATCH = {"holds": "", "fails": "//", "inconclusive": "..", "mixed": "xx"}
+
+AGG_STRATEGIES = ("agg_mean", "agg_var", "agg_robust", "agg_faith", "agg_opt")
+"""Notebook 04's aggregation strategies (its ablation variants, e.g. ``agg_robust_k3``, are not among them)."""
+
+LABELS = {"uncalibrated": "uncalibrated", "temperature_scaling": "temperature scaling", "dirichlet": "Dirichlet",
+          "recalx": "ReCalX", "pretrained": "pretrained", "ce_only": "CE-only", "idexpo": "ID-ExpO",
+          "agg_mean": "AGG_mean", "agg_var": "AGG_var", "agg_robust": "AGG_robust", "agg_faith": "AGG_faith",
+          "agg_opt": "AGG_opt", "sens_avg": "S_AVG", "infidelity": "INFD", "ins": "Ins", "del": "Del",
+          "mc_dropout": "MC-Dropout", "dropconnect": "DropConnect", "flipout": "Flipout", "ensemble": "ensemble",
+          "guided_backprop": "GBP", "integrated_gradients": "IG", "lime": "LIME", "gradcam": "Grad-CAM",
+          "saliency": "Saliency", "input_x_gradient": "IxG", "deeplift": "DeepLift", "smoothgrad": "SmoothGrad",
+          "vargrad": "VarGrad", "gradient_shap": "GradSHAP", "kernel_shap": "KernelSHAP",
+          "feature_ablation": "FeatAbl"}
+"""Display names of methods and metrics in the key figures and their captions."""
+
+
+def display_name(name: Any) -> str:
+    """The name shown for a method or metric in the key figures (:data:`LABELS`, else the name itself)."""
+    return LABELS.get(str(name), str(name))
+
+
+def _means(rows: pd.DataFrame, by: Sequence[str]) -> pd.Series:
+    """Mean over replicates of the per-replicate values (each replicate weighs the same)."""
+    return rows.groupby([*by, "replicate"])["value"].mean().groupby(level=list(range(len(by)))).mean()
+
+
+def controls(rows: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """``{(dataset, model): fitted temperature}`` of the notebook-02 settings that are controls (the mean
+    fitted temperature lies in :data:`xcal_core.metrics.CONTROL_BAND`: the model needs no calibration)."""
+    from ..metrics.c2i import is_control
+
+    t = rows[rows["role"] == "temperature"]
+    if t.empty:
+        return {}
+    temp = _means(t, ["dataset", "model"])
+    return {(str(d), str(m)): float(v) for (d, m), v in temp.items() if is_control(float(v))}
+
 
 
 def plot_scoreboard(board: pd.DataFrame, ax: Any = None) -> tuple[Any, Any]:
@@ -185,8 +221,6 @@ def _bars(ax: Any, rows: pd.DataFrame, group: str, hue: str, groups: list, hues:
 
 
 def _label(name: Any) -> str:
-    from ..report import display_name
-
     return display_name(name)
 
 
@@ -227,8 +261,6 @@ def _draw_01(sel: Any) -> tuple[Any, Any]:
 
 
 def _draw_02(sel: Any) -> tuple[Any, Any]:
-    from ..report import controls
-
     r = sel.rows
     v = r[r["role"] == "value"].assign(setting=lambda d: d["dataset"].astype(str) + " / " + d["model"].astype(str))
     settings = list(dict.fromkeys(v["setting"]))
@@ -277,8 +309,6 @@ _FITTED = {"sens_avg": "agg_robust", "infidelity": "agg_faith"}
 
 
 def _draw_04(sel: Any) -> tuple[Any, Any]:
-    from ..report import AGG_STRATEGIES
-
     r = sel.rows
     fig, axes = _figure(2, 5.4, 4.2)
     for ax, metric in zip(axes, ("sens_avg", "infidelity")):
@@ -338,65 +368,3 @@ def plot_key_figure(selection: Any) -> tuple[Any, Any]:
     return _DRAW[selection.spec.name](selection)
 
 
-@dataclass
-class KeyFigures:
-    """Result of :func:`key_figures`: per key figure its figure, the rows it drew, a one-line caption
-    computed from those rows, or (``missing``) why it was not drawn."""
-
-    figures: dict[str, Any] = field(default_factory=dict)
-    selections: dict[str, Any] = field(default_factory=dict)
-    captions: dict[str, str] = field(default_factory=dict)
-    missing: dict[str, str] = field(default_factory=dict)
-
-    def summary(self) -> pd.DataFrame:
-        """Per key figure, the rows it drew: experiments, settings, methods, metrics, row and seed counts,
-        or why it is missing."""
-        out = {}
-        for name, sel in self.selections.items():
-            r = sel.rows
-
-            def distinct(col: str, r: pd.DataFrame = r) -> str:
-                return ", ".join(map(str, dict.fromkeys(r[col].astype(str)))) if len(r) else ""
-
-            out[name] = {"notebook": sel.spec.notebook, "profile": sel.profile, "experiment": distinct("experiment"),
-                         "dataset": distinct("dataset"), "model": distinct("model"), "method": distinct("method"),
-                         "metric": distinct("metric"), "rows": len(r), "seeds": sel.n_replicates,
-                         "missing": sel.missing}
-        return pd.DataFrame.from_dict(out, orient="index")
-
-
-def key_figures(metrics: pd.DataFrame, names: list[str] | None = None, params: dict | None = None,
-                profile: str | None = None, draw: bool = True) -> KeyFigures:
-    """Draw the report's key figures (:data:`xcal_core.report.KEY_FIGURES`) from metrics.csv rows.
-
-    Args:
-        metrics: ``load_runs(paths)`` (raw rows, not a summary: the figures show every seed).
-        names: key figure names (default: all, in order).
-        params: ``{run_dir: parameters}`` (default: each run's params.yaml).
-        profile: profile to show (default: the most thorough one present).
-        draw: draw the figures (False: only the selections and captions; draw one later with
-            :func:`plot_key_figure`, e.g. to show it next to its caption in a notebook).
-
-    Returns:
-        :class:`KeyFigures`; ``figures`` keys are ``key_<name>``; a figure without rows is listed in
-        ``missing`` (with the reason) and not drawn.
-    """
-    from ..report import KEY_FIGURES, describe_key_rows, select_key_rows
-
-    names = list(KEY_FIGURES) if names is None else list(names)
-    unknown = [n for n in names if n not in KEY_FIGURES]
-    if unknown:
-        raise ValueError(f"`names`: unknown key figures {unknown}; known: {list(KEY_FIGURES)}")
-    out = KeyFigures()
-    for name in names:
-        sel = select_key_rows(metrics, name, params=params, profile=profile)
-        out.selections[name] = sel
-        out.captions[name] = describe_key_rows(sel)
-        if sel.missing:
-            out.missing[name] = sel.missing
-            continue
-        if not draw:
-            continue
-        fig, _ = plot_key_figure(sel)
-        out.figures[f"key_{name}"] = fig
-    return out
