@@ -40,6 +40,11 @@ def test_notebook_contract(path):
             tree = ast.parse(c.source)
             assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) for n in ast.walk(tree)), \
                 "no def/class in notebooks: put helpers in xcal_core"
+            # notebooks are tutorials: short cells, readable lines (a long loop belongs in xcal_core)
+            lines = c.source.splitlines()
+            assert len(lines) <= 25, f"a code cell of {len(lines)} lines (max 25): split it or move it into xcal_core"
+            long = [line for line in lines if len(line) > 100]
+            assert not long, f"code lines over 100 characters: {long}"
     assert "run.finish()" in nb.cells[-1].source or any("run.finish()" in c.source for c in nb.cells[-3:])
     # the parameters cell lists exactly the schema, with the schema defaults and a help comment each
     schema = load_schema(path.stem)
