@@ -1,6 +1,7 @@
 """The batch runner: planning, sweeps, both executors, failure isolation, resume after a kill."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import pandas as pd
 import yaml
 import pytest
 
-from xcal_core.batch import RunSpec, load_sweep, plan_runs, run_batch, summary_table
+from xcal_core.batch import RunSpec, kernel_threads, load_sweep, plan_runs, run_batch, summary_table
 from xcal_core.runs import attempt_dirs
 
 ROOT_NB = Path(__file__).resolve().parents[1] / "notebooks"
@@ -103,6 +104,11 @@ def test_local_executor_isolates_failures_and_resumes(nbdir, tmp_path):
 @pytest.mark.notebook
 @pytest.mark.slow
 def test_dask_executor_with_a_real_local_cluster(nbdir, tmp_path):
+    # each kernel gets the cores shared out between the workers (no oversubscribed OpenMP threads)
+    threads_row = ('import os\nrun.log_metrics([dict(experiment="e", dataset="d", model="m", method="x", '
+                   'metric="omp_threads", value=float(os.environ.get("OMP_NUM_THREADS", -1)), '
+                   'higher_is_better=True)])\nrun.finish()')
+    _nb(nbdir / "00_quickstart.ipynb", OK.replace("run.finish()", threads_row))
     specs = plan_runs(nbdir, tmp_path / "out", profile="smoke", parameters={"SEED": 1}) + \
         plan_runs(nbdir, tmp_path / "out", profile="smoke", parameters={"SEED": 2})
     bad = _broken(nbdir, specs)
@@ -111,6 +117,8 @@ def test_dask_executor_with_a_real_local_cluster(nbdir, tmp_path):
     for s in specs:
         metrics = (s.run_dir / "metrics.csv").read_text()
         assert f",{float(s.params['SEED'])}," in metrics
+        omp = pd.read_csv(s.run_dir / "metrics.csv").set_index("metric").loc["omp_threads", "value"]
+        assert omp == float(os.environ.get("OMP_NUM_THREADS", kernel_threads(2)))
     again = run_batch(specs, executor="dask", workers=2, progress=lambda s: None)
     assert [r.status for r in again] == ["skipped", "skipped"]
 
@@ -426,3 +434,8 @@ def test_reference_record_names_the_tree_the_notebooks_ran_on(nbdir, tmp_path, m
                          "--out", str(tmp_path / "out"), "--reference", str(ref)]) == 0
     rec = json.loads((ref / "make_run.json").read_text())
     assert rec["git_sha"] == "f" * 40 and rec["git_dirty"] is False
+
+
+def test_kernel_threads_shares_the_cores_out():
+    assert kernel_threads(2, cpus=2) == 1 and kernel_threads(2, cpus=16) == 8
+    assert kernel_threads(4, cpus=2) == 1 and kernel_threads(1, cpus=None) >= 1

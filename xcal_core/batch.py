@@ -606,8 +606,22 @@ def _run_local(specs, kernel_name, timeout, workers, progress: _Progress, resume
     return [results[i] for i in range(len(specs))]
 
 
-def _dask_task(spec_json: str, kernel_name: str, timeout: int | None, resume: bool) -> dict:
+def kernel_threads(workers: int, cpus: int | None = None) -> int:
+    """CPU threads each kernel of a local ``workers``-process batch gets: the cores shared out, at least 1.
+
+    Without it every kernel starts torch with one thread per core, and ``workers`` kernels on the same
+    cores oversubscribe them (OpenMP threads spinning against each other).
+    """
+    cpus = os.cpu_count() if cpus is None else cpus
+    return max(1, int(cpus or 1) // max(1, int(workers)))
+
+
+def _dask_task(spec_json: str, kernel_name: str, timeout: int | None, resume: bool,
+               threads: int | None = None) -> dict:
     spec = RunSpec.from_json(spec_json)
+    if threads is not None:  # the kernel papermill starts inherits this worker's environment
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))
     if spec.gpu:
         try:
             from distributed import get_worker
@@ -628,6 +642,7 @@ def _run_dask(specs, kernel_name, timeout, workers, progress: _Progress, resume:
 
     n_gpus = len(_gpu_ids())
     cluster = None
+    threads = None if scheduler else kernel_threads(workers)  # a remote cluster's machines are not ours to count
     if scheduler:
         client = Client(scheduler)
     else:
@@ -640,7 +655,7 @@ def _run_dask(specs, kernel_name, timeout, workers, progress: _Progress, resume:
         for i, spec in enumerate(specs):
             res = {"GPU": 1} if (spec.gpu and (n_gpus or scheduler)) else None
             progress.started(spec, verb="queued")  # dask decides when it starts
-            f = client.submit(_dask_task, spec.to_json(), kernel_name, timeout, resume, pure=False,
+            f = client.submit(_dask_task, spec.to_json(), kernel_name, timeout, resume, threads, pure=False,
                               key=f"xcal-{spec.notebook_id}-{spec.run_dir.name}-{i}", resources=res)
             futures[f] = i
         ac = as_completed(list(futures))
