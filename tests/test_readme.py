@@ -85,3 +85,27 @@ def test_readme_states_where_results_go_and_the_runner_guarantees():
     section = section[:section.index("\n## ", 5)]
     for promise in ("never lost by a later failed run", "interrupted batch resumes", "concurrent"):
         assert promise in section, f"README's 'Where results go' does not say: {promise}"
+
+
+def prose_words(markdown: str) -> int:
+    """Words a reader reads as prose: without code blocks, tables and generated sections."""
+    s = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    s = re.sub(r"<!-- begin generated.*?<!-- end generated: [\w-]+ -->", "", s, flags=re.S)
+    return len(" ".join(l for l in s.splitlines() if not l.lstrip().startswith("|")).split())
+
+
+def test_prose_words_skips_code_tables_and_generated_sections():
+    md = ("one two\n```python\nx = 1 2 3\n```\n| a | b |\n|---|---|\n"
+          "<!-- begin generated: t -->\nmany many words\n<!-- end generated: t -->\nthree")
+    assert prose_words(md) == 3
+
+
+def test_readme_is_for_newcomers_first_and_short():
+    text = (ROOT / "README.md").read_text()
+    heads = [h for h in re.findall(r"^## (.+)$", text, re.M)]
+    first = ["Read the results without installing anything", "Two commands", "Prerequisites"]
+    assert heads[:3] == first, f"README must open with {first}, has {heads[:3]}"
+    for later in ("Glossary", "The papers"):
+        assert later in heads, f"README has no '## {later}' section"
+    n = prose_words(text)
+    assert n <= 1000, f"README has {n} words of prose; keep it under about 1000 (move detail to docs/)"
