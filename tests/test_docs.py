@@ -65,3 +65,20 @@ def test_seeds_table_says_when_the_seeds_summary_is_older_than_the_reference(tmp
     pd.DataFrame(rows).to_csv(summary / "scoreboard.csv", index=False)
     s = generated_sections(root)["seeds-table"]
     assert "Out of date" in s and "1 of the reference run's 1 claims" in s
+
+
+def test_claims_that_change_between_seeds_are_listed_each_with_its_counts(tmp_path):
+    root = _fake_repo(tmp_path)
+    assert "no seeds summary" in generated_sections(root)["seeds-changing"]
+    summary = root / "papermill_runs" / "seeds_summary"
+    summary.mkdir(parents=True)
+    rows = [{"notebook": "01_x", "claim_id": "C0", "verdict": "mixed", "seeds": 5, "holds": 2, "fails": 2,
+             "inconclusive": 1},
+            {"notebook": "01_x", "claim_id": "C9", "verdict": "holds", "seeds": 5, "holds": 5, "fails": 0,
+             "inconclusive": 0}]
+    pd.DataFrame(rows).to_csv(summary / "scoreboard.csv", index=False)
+    s = generated_sections(root)["seeds-changing"]
+    assert "| `01` | C0 | 2 | 2 | 1 | inconclusive |" in s  # the reference run's 01_x C0 is inconclusive
+    assert "C9" not in s  # a claim with one verdict in every seed is in the per-notebook table only
+    pd.DataFrame(rows[1:]).to_csv(summary / "scoreboard.csv", index=False)
+    assert generated_sections(root)["seeds-changing"] == "No claim changes its verdict between seeds.\n"

@@ -115,6 +115,29 @@ def _seeds_table(root: Path) -> str:
     return stale + f"Over {seeds} seeds:\n\n" + "\n".join(lines) + "\n"
 
 
+def _seeds_changing(root: Path) -> str:
+    """Every claim whose verdict changes between seeds, with its count of each verdict and the reference
+    run's verdict: a claim that flips is shown as flipping, never as one seed's verdict."""
+    f = root / "papermill_runs" / "seeds_summary" / "scoreboard.csv"
+    if not f.exists():
+        return "(no seeds summary yet)\n"
+    b = pd.read_csv(f, keep_default_na=False)
+    if not {"verdict", *VERDICTS} <= set(b.columns):
+        return "(the seeds summary predates the three verdicts: rerun the seeds sweep)\n"
+    mixed = b[b["verdict"] == "mixed"].sort_values(["notebook", "claim_id"])
+    if mixed.empty:
+        return "No claim changes its verdict between seeds.\n"
+    ref = root / "papermill_runs" / "reference"
+    claims = load_runs(ref, table="claims") if ref.exists() else pd.DataFrame()
+    at_ref = ({(r.notebook, r.claim_id): r.verdict for r in claims.itertuples()}
+              if {"notebook", "claim_id", "verdict"} <= set(claims.columns) else {})
+    lines = ["| notebook | claim | holds | fails | inconclusive | reference run |", "|---|---|---|---|---|---|"]
+    for r in mixed.itertuples():
+        lines.append(f"| `{r.notebook[:2]}` | {r.claim_id} | {int(r.holds)} | {int(r.fails)} | "
+                     f"{int(r.inconclusive)} | {at_ref.get((r.notebook, r.claim_id), '-')} |")
+    return "\n".join(lines) + "\n"
+
+
 def _stale_seeds_note(root: Path, board: pd.DataFrame) -> str:
     """A warning when the seeds summary and the reference run test different claims: the summary then
     comes from older notebooks, and its table must not be read as the current notebooks' seeds."""
@@ -136,6 +159,7 @@ _GENERATORS: dict[str, Callable[[Path], str]] = {
     "reference-table": _reference_table,
     "make-run": _make_run_line,
     "seeds-table": _seeds_table,
+    "seeds-changing": _seeds_changing,
 }
 
 
