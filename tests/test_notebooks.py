@@ -2,6 +2,7 @@
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -98,3 +99,17 @@ def test_same_seed_same_metrics(tmp_path, monkeypatch):
         for key in ("git_sha", "git_dirty", "seed", "device", "params_hash", "env"):
             assert key in m, f"manifest lacks {key}"
     assert outs[0] == outs[1]
+
+
+def test_notebooks_cite_only_files_inside_the_project():
+    """A notebook cites the papers and this repository's files, never a file a reader does not have
+    (e.g. the implementation specs outside the repository)."""
+    root = Path(__file__).resolve().parents[1]
+    run_outputs = {"metrics.csv", "claims.csv", "params.yaml", "manifest.json", "executed.ipynb"}
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        text = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+        assert not re.search(r"\.\./|shared/|specs/", text), f"{path.name} points outside the repository"
+        for ref in re.findall(r"[A-Za-z0-9_./-]+\.(?:md|py|yaml|csv|ipynb)\b", text):
+            if ref in run_outputs or ref.startswith(("papermill_runs/", "/")) or "/" not in ref and not ref.endswith(".md"):
+                continue
+            assert (root / ref).exists(), f"{path.name} cites {ref!r}, which is not in the repository"
