@@ -142,6 +142,7 @@ def test_write_scoreboard_summary_over_seeds(tmp_path):
     counts = pd.read_csv(tmp_path / "summary" / "verdicts.csv").iloc[0]
     assert (counts["mixed"], counts["inconclusive"], counts["holds"]) == (1, 1, 0)
     assert (tmp_path / "summary" / "scoreboard.png").stat().st_size > 1000
+    assert (tmp_path / "summary" / "verdict_grid.png").stat().st_size > 1000
 
 
 def _seed_claims():
@@ -173,3 +174,44 @@ def test_scoreboard_across_seeds_keeps_fails_and_mixed_apart():
     left = fails.get_x()
     assert any(t.get_text() == "1" and abs(t.get_position()[0] - (left + 0.5)) < 1e-9 for t in ax.texts)
     assert "3 runs each" in ax.get_xlabel() and "mixed" in ax.get_xlabel()
+
+
+def _tiles(ax):
+    """{(row label, seed label): (face colour, letter)} of a verdict-grid panel."""
+    import matplotlib.colors as mcolors
+
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    cols = [t.get_text() for t in ax.get_xticklabels()]
+    letters = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    return {(rows[round(p.get_y() + 0.5)], cols[round(p.get_x() + 0.5)]):
+            (mcolors.to_hex(p.get_facecolor()), letters[(round(p.get_y() + 0.5), round(p.get_x() + 0.5))])
+            for p in ax.patches}
+
+
+def test_verdict_grid_shows_each_seeds_verdict_per_claim():
+    from xcal_core.viz.report import _VERDICT_COLORS, plot_verdict_grid
+
+    claims = _seed_claims()
+    claims["claim_id"] = "c2i_" + claims["claim_id"] + "_fashion_mnist"  # shared words are dropped from labels
+    other = claims[claims["claim_id"] == "c2i_C1_fashion_mnist"].assign(notebook="01_other")
+    fig, axes = plot_verdict_grid(pd.concat([claims, other]))
+    w, h = fig.get_size_inches()
+    assert w <= 12 + 1e-6 and h <= 6 + 1e-6
+    panels = [a for a in axes.flat if a.get_visible() and a.patches]
+    assert [a.get_title().replace("\n", " ") for a in panels] == ["01 other", "05 idexpo"]
+    tiles = _tiles(panels[1])
+    assert len(tiles) == 5 * 3 and {r for r, _ in tiles} == {"C1", "C2", "C3", "C4", "C5"}
+    hexes = {v: c for v, c in _VERDICT_COLORS.items()}
+    assert [tiles[("C4", s)] for s in "012"] == [(hexes["holds"], "H"), (hexes["fails"], "F"), (hexes["holds"], "H")]
+    assert [tiles[("C5", s)][1] for s in "012"] == ["F", "I", "F"]
+    assert _tiles(panels[0])[("c2i_C1_fashion_mnist", "1")] == (hexes["holds"], "H")  # one claim: label kept whole
+    # a seed whose run lacks a claim is a blank tile, and two runs of one seed that disagree are M
+    gap = claims[~((claims["claim_id"] == "c2i_C2_fashion_mnist") & (claims["run_seed"] == 2))]
+    twice = pd.concat([gap, claims[(claims["claim_id"] == "c2i_C1_fashion_mnist") & (claims["run_seed"] == 0)]
+                       .assign(verdict="fails")])
+    fig, axes = plot_verdict_grid(twice)
+    tiles = _tiles(axes.flat[0])
+    assert tiles[("C2", "2")] == ("#ffffff", "-") and tiles[("C1", "0")] == (hexes["mixed"], "M")
+    assert {t.get_text().split(":")[0] for t in fig.legends[0].get_texts()} == {"H", "F", "I", "M", "-"}
+    with pytest.raises(ValueError, match="claims"):
+        plot_verdict_grid(claims.drop(columns="run_seed"))

@@ -181,6 +181,8 @@ CATALOGUE = {
                                                              index=[f"ue {i}" for i in range(8)],
                                                              columns=[f"ex {i}" for i in range(8)])), {"map"}),
     "plot_scoreboard": (lambda: viz.plot_scoreboard(_board()), set()),
+    "plot_verdict_grid": (lambda: viz.plot_verdict_grid(pd.concat([_board().assign(run_seed=s) for s in range(5)])),
+                          set()),
     "plot_metric_summary": (lambda: viz.plot_metric_summary(_summary(), "ece"), {"lines:3"}),
     "plot_metric_summary[45 bars]": (lambda: viz.plot_metric_summary(_summary(level=False, n=45), "ece"), set()),
     "key_figures": (lambda: (list(report_mod.key_figures(_key_rows("05_ins_del")[0], ["05_ins_del"], params={

@@ -227,8 +227,9 @@ def write_scoreboard_summary(paths: Iterable[str | Path] | str | Path, out_dir: 
     """Write the scoreboard of every claim across the runs under ``paths`` (e.g. the seeds sweep) to
     ``out_dir``: ``scoreboard.csv`` (one row per claim: verdict counts over runs, the verdict over runs,
     reasons), ``verdicts.csv`` (per notebook: claims that hold / fail / are inconclusive in every run,
-    and mixed ones) and ``scoreboard.png``. A claim whose verdict changes between runs is ``mixed``,
-    never reported as one run's verdict.
+    and mixed ones), ``scoreboard.png`` (those counts) and ``verdict_grid.png`` (each claim's verdict in
+    each seed). A claim whose verdict changes between runs is ``mixed``, never reported as one run's
+    verdict.
 
     Returns:
         The scoreboard.
@@ -236,20 +237,21 @@ def write_scoreboard_summary(paths: Iterable[str | Path] | str | Path, out_dir: 
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from .viz.report import plot_scoreboard
+    from .viz.report import plot_scoreboard, plot_verdict_grid
 
-    board = scoreboard(load_runs(paths, table="claims"))
+    claims = load_runs(paths, table="claims")
+    board = scoreboard(claims)
     if board.empty:
         raise ValueError(f"`paths`: no claims found under {paths}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     board.to_csv(out / "scoreboard.csv", index=False)
     verdict_counts(board).to_csv(out / "verdicts.csv", index=False)
-    fig, _ = plot_scoreboard(board)
-    fig.savefig(out / "scoreboard.png", dpi=150, bbox_inches="tight", facecolor="white")
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    for name, (fig, _) in (("scoreboard", plot_scoreboard(board)), ("verdict_grid", plot_verdict_grid(claims))):
+        fig.savefig(out / f"{name}.png", dpi=150, bbox_inches="tight", facecolor="white")
+        plt.close(fig)
     return board
 
 

@@ -15,10 +15,11 @@ import pandas as pd
 
 from .style import FONT, fit_figsize, fit_title, line_styles
 
-__all__ = ["plot_scoreboard", "plot_metric_summary", "plot_key_figure"]
+__all__ = ["plot_scoreboard", "plot_verdict_grid", "plot_metric_summary", "plot_key_figure"]
 
 _VERDICT_COLORS = {"holds": "#2a9d8f", "fails": "#e76f51", "inconclusive": "#8d99ae", "mixed": "#e9c46a"}
 _VERDICT_HATCH = {"holds": "", "fails": "//", "inconclusive": "..", "mixed": "xx"}
+_VERDICT_LETTER = {"holds": "H", "fails": "F", "inconclusive": "I", "mixed": "M"}
 
 AGG_STRATEGIES = ("agg_mean", "agg_var", "agg_robust", "agg_faith", "agg_opt")
 """Notebook 04's aggregation strategies (its ablation variants, e.g. ``agg_robust_k3``, are not among them)."""
@@ -107,6 +108,90 @@ def plot_scoreboard(board: pd.DataFrame, ax: Any = None) -> tuple[Any, Any]:
     ax.set_title(f"{len(board)} claims of the papers on our data")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=10, frameon=False)
     return fig, ax
+
+
+def _short_claim_labels(ids: Sequence[str]) -> list[str]:
+    """Claim ids without the prefix and suffix (whole ``_``-separated words) that all ids of a panel share,
+    e.g. ``c2i_ts_ece_fashion_mnist`` -> ``ts_ece`` among the other ``c2i_..._fashion_mnist`` claims."""
+    parts = [str(i).split("_") for i in ids]
+    if len(parts) < 2:
+        return [str(i) for i in ids]
+    shortest = min(len(p) for p in parts)
+    pre = 0
+    while pre < shortest - 1 and len({p[pre] for p in parts}) == 1:
+        pre += 1
+    suf = 0
+    while suf < shortest - 1 - pre and len({p[-1 - suf] for p in parts}) == 1:
+        suf += 1
+    return ["_".join(p[pre:len(p) - suf]) for p in parts]
+
+
+def plot_verdict_grid(claims: pd.DataFrame, *, seed_col: str = "run_seed") -> tuple[Any, np.ndarray]:
+    """Every claim's verdict in every seed: one tile per (claim, seed), one panel per notebook.
+
+    The companion of :func:`plot_scoreboard` for a sweep over seeds: where the scoreboard counts the
+    claims that are ``mixed``, this grid shows which seeds give which verdict. Tiles carry the verdict's
+    colour, hatch and letter (H, F, I; M when several runs with the same seed disagree), so the figure
+    reads in greyscale; a claim missing in a seed (its run failed or predates the claim) is a blank tile.
+    Claim labels drop the words that all claims of a panel share (``c2i_``, ``_fashion_mnist``).
+
+    Args:
+        claims: the claims of the runs, one row per (run, claim), as ``load_runs(paths, table="claims")``
+            returns them (columns ``notebook``, ``claim_id``, ``verdict`` and ``seed_col``; ``profile``
+            when present).
+        seed_col: the column holding each run's seed.
+
+    Returns:
+        ``(fig, axes)``: ``axes`` holds one panel per notebook (and profile), in notebook order.
+    """
+    need = {"notebook", "claim_id", "verdict", seed_col}
+    if claims.empty:
+        raise ValueError("`claims` is empty: no claims were found in the given runs")
+    if not need <= set(claims.columns):
+        raise ValueError(f"`claims` lacks the columns {sorted(need - set(claims.columns))}; pass "
+                         "load_runs(paths, table='claims')")
+    df = claims.copy()
+    df["panel"] = df["notebook"].astype(str)
+    if "profile" in df.columns and df["profile"].nunique() > 1:
+        df["panel"] = df["panel"] + " [" + df["profile"].astype(str) + "]"
+    df["seed"] = df[seed_col].astype(int)
+    cell = df.groupby(["panel", "claim_id", "seed"], sort=False)["verdict"].agg(
+        lambda v: v.iloc[0] if v.nunique() == 1 else "mixed")
+    panels = sorted(df["panel"].unique())
+    seeds = sorted(df["seed"].unique())
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=fit_figsize(4.0 * ncols, 3.0 * nrows + 0.9), squeeze=False,
+                             layout="constrained")
+    for ax, panel in zip(axes.flat, panels):
+        order = list(dict.fromkeys(df.loc[df["panel"] == panel, "claim_id"].astype(str)))
+        for i, cid in enumerate(order):
+            for j, seed in enumerate(seeds):
+                v = cell.get((panel, cid, seed))
+                face = _VERDICT_COLORS.get(v, "white")
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=face, hatch=_VERDICT_HATCH.get(v, ""),
+                                           edgecolor="black", linewidth=0.6))
+                ax.text(j, i, _VERDICT_LETTER.get(v, "-"), ha="center", va="center", fontsize=FONT["small"],
+                        fontweight="bold", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
+        ax.set_xlim(-0.5, len(seeds) - 0.5)
+        ax.set_ylim(len(order) - 0.5, -0.5)
+        ax.set_xticks(range(len(seeds)), [str(s) for s in seeds], fontsize=FONT["tick"])
+        ax.set_yticks(range(len(order)), _short_claim_labels(order), fontsize=FONT["small"])
+        ax.set_xlabel("seed", fontsize=FONT["small"])
+        fit_title(ax, panel.replace("_", " "), fontsize=FONT["panel_title"], width=1.8)  # about the tiles' width
+        ax.tick_params(length=0)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=c, hatch=_VERDICT_HATCH[v], edgecolor="black", linewidth=0.6,
+                             label=f"{_VERDICT_LETTER[v]}: {v}" + (" (runs of one seed disagree)" if v == "mixed" else ""))
+               for v, c in _VERDICT_COLORS.items() if v != "mixed" or (cell == "mixed").any()]
+    n_claims = df.groupby("panel")["claim_id"].nunique()
+    if len(cell) < int(n_claims.sum()) * len(seeds):  # some claim lacks a seed
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", linewidth=0.6,
+                                     label="-: no run of this seed has the claim"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=FONT["legend"], frameon=False)
+    fig.suptitle(f"Each claim's verdict in each of {len(seeds)} seed(s)", fontsize=FONT["title"])
+    return fig, axes
 
 
 def plot_metric_summary(summary: pd.DataFrame, metric: str, notebook: str | None = None, hue: str = "method",
