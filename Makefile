@@ -37,6 +37,7 @@ $(STAMP): $(PINS)
 	  echo "Install python3.11 (e.g. apt-get install python3.11 python3.11-venv, brew install python@3.11, pyenv)"; \
 	  echo "or point make at one: make PYTHON=/path/to/python3.11 ..."; exit 1; fi
 	@case "$(TORCH)" in default|cpu) ;; *) echo "TORCH must be 'default' or 'cpu', got '$(TORCH)'"; exit 1;; esac
+	@mkdir -p $(VENV) && date +%s > $(VENV)/.xcal-install-start
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the pinned environment into $(VENV) (first time: a few minutes, ~6 GB; TORCH=cpu: ~2 GB)"
 	@$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --upgrade >/dev/null
@@ -54,6 +55,7 @@ $(STAMP): $(PINS)
 	fi
 	@$(PY) -m ipykernel install --sys-prefix --name xcal --display-name "Python (xcal)" >/dev/null
 	@rm -f $(VENV)/.xcal-pins-*
+	@echo $$(( $$(date +%s) - $$(cat $(VENV)/.xcal-install-start) )) > $(VENV)/.xcal-install-seconds
 	@touch $(STAMP)
 
 # Real data, offline: the official Fashion-MNIST idx files. Found under DATA_DIR/fashion-mnist,

@@ -401,6 +401,31 @@ def test_cli_reference_record_and_summary(nbdir, tmp_path, capsys):
     assert sorted(board["claim_id"]) == ["C1", "C2"] and (summary / "scoreboard.png").exists()
 
 
+def test_reference_record_keeps_the_latest_cold_and_warm_batch(tmp_path, monkeypatch):
+    """make_run.json describes the latest batch and keeps the latest cold and warm one, so that README
+    can give both times; the environment's install time comes from make venv's record."""
+    import sys
+
+    from xcal_core.run import _write_batch_record
+
+    prefix = tmp_path / "venv"
+    prefix.mkdir()
+    (prefix / ".xcal-install-seconds").write_text("90\n")
+    monkeypatch.setattr(sys, "prefix", str(prefix))
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    for minutes, cold, started in ((15.0, True, "t1"), (12.0, False, "t2"), (11.0, False, "t3")):
+        _write_batch_record(ref, [], minutes, started, cold, {"sha": "abc", "dirty": False})
+    rec = json.loads((ref / "make_run.json").read_text())
+    assert (rec["minutes"], rec["cold_cache"], rec["install_minutes"]) == (11.0, False, 1.5)
+    assert {k: (v["minutes"], v["started"]) for k, v in rec["records"].items()} == {"cold": (15.0, "t1"),
+                                                                                      "warm": (11.0, "t3")}
+    (prefix / ".xcal-install-seconds").unlink()  # unknown install time: no key, no error
+    _write_batch_record(ref, [], 14.0, "t4", True, {"sha": "abd", "dirty": False})
+    rec = json.loads((ref / "make_run.json").read_text())
+    assert "install_minutes" not in rec and rec["records"]["warm"]["minutes"] == 11.0
+
+
 def test_report_in_a_batch_written_elsewhere_reads_that_batch(tmp_path):
     # make retrain runs the workshop profile into papermill_runs/retrain: its 06 must read
     # papermill_runs/retrain/workshop, not the default papermill_runs/workshop (which may not exist)

@@ -35,6 +35,7 @@ def test_generated_sections_and_check(tmp_path):
     assert "| **all** | | 2.8 | 1 | 1 | 1 |" in s["reference-table"]
     assert "commit `abcdef1`" in s["make-run"] and "12.3 minutes" in s["make-run"] and "empty model cache" in s["make-run"]
     assert "no seeds summary" in s["seeds-table"]
+    assert "latest run from" not in s["make-run"]  # an old record: one batch, no install time
     readme = root / "README.md"
     readme.write_text("intro\n<!-- begin generated: make-run -->\ntyped by hand: 9.9 minutes\n<!-- end generated: make-run -->\nend\n")
     assert update_readme(readme, root, check=True) == ["make-run"]  # stale: a typed number
@@ -82,3 +83,18 @@ def test_claims_that_change_between_seeds_are_listed_each_with_its_counts(tmp_pa
     assert "C9" not in s  # a claim with one verdict in every seed is in the per-notebook table only
     pd.DataFrame(rows[1:]).to_csv(summary / "scoreboard.csv", index=False)
     assert generated_sections(root)["seeds-changing"] == "No claim changes its verdict between seeds.\n"
+
+
+def test_make_run_line_gives_cold_and_warm_times_and_the_install(tmp_path):
+    root = _fake_repo(tmp_path)
+    cold = {"git_sha": "aaaaaaa1", "minutes": 15.8, "cold_cache": True, "shipped_checkpoints": True, "n_runs": 7,
+            "n_failed": 0, "started": "t1", "machine": "2 CPU cores, no GPU"}
+    warm = {**cold, "git_sha": "bbbbbbb2", "minutes": 14.2, "cold_cache": False, "started": "t2",
+            "install_minutes": 1.6}
+    rec = root / "papermill_runs" / "reference" / "make_run.json"
+    rec.write_text(json.dumps({**warm, "records": {"cold": cold, "warm": warm}}))
+    line = generated_sections(root)["make-run"]
+    assert "commit `bbbbbbb` on 2 CPU cores, no GPU, starting from a warm model cache" in line
+    assert "14.2 minutes for notebooks 00-06" in line and "after 1.6 minutes installing the environment" in line
+    assert ("The latest run from an empty model cache and the shipped workshop checkpoints (commit `aaaaaaa`) "
+            "took 15.8 minutes") in line

@@ -86,15 +86,28 @@ def _reference_table(root: Path) -> str:
 
 
 def _make_run_line(root: Path) -> str:
+    """The `make run` that produced the reference run, and the latest one of the other cache state
+    (cold: empty model cache; warm: models cached), each with its commit and minutes."""
     rec_path = root / "papermill_runs" / "reference" / MAKE_RUN_RECORD
     if not rec_path.exists():
         return "(no record of the `make run` that produced the reference run)\n"
     rec = json.loads(rec_path.read_text())
-    cache = "an empty model cache" if rec.get("cold_cache") else "a warm model cache"
-    shipped = " and the shipped workshop checkpoints" if rec.get("shipped_checkpoints") else ""
-    return (f"Produced by `make run` at commit `{rec.get('git_sha', '?')[:7]}` on {rec.get('machine', 'this machine')}, "
-            f"starting from {cache}{shipped}: {rec.get('minutes', float('nan')):.1f} minutes for notebooks "
-            f"00-06 ({rec.get('n_runs', '?')} runs, {rec.get('n_failed', 0)} failed).\n")
+
+    def cache(r: dict) -> str:
+        shipped = " and the shipped workshop checkpoints" if r.get("shipped_checkpoints") else ""
+        return ("an empty model cache" if r.get("cold_cache") else "a warm model cache (models already trained)") + shipped
+
+    text = (f"Produced by `make run` at commit `{rec.get('git_sha', '?')[:7]}` on {rec.get('machine', 'this machine')}, "
+            f"starting from {cache(rec)}: {rec.get('minutes', float('nan')):.1f} minutes for notebooks "
+            f"00-06 ({rec.get('n_runs', '?')} runs, {rec.get('n_failed', 0)} failed)")
+    if rec.get("install_minutes") is not None:
+        text += f", after {rec['install_minutes']:.1f} minutes installing the environment"
+    text += "."
+    other = (rec.get("records") or {}).get("warm" if rec.get("cold_cache") else "cold")
+    if isinstance(other, dict) and other.get("started") != rec.get("started"):
+        text += (f" The latest run from {cache(other)} (commit `{str(other.get('git_sha', '?'))[:7]}`) took "
+                 f"{other.get('minutes', float('nan')):.1f} minutes ({other.get('n_failed', 0)} failed).")
+    return text + "\n"
 
 
 def _seeds_table(root: Path) -> str:

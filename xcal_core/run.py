@@ -108,7 +108,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_batch_record(reference: Path, results, minutes: float, started: str, cold_cache: bool,
                         git: dict) -> None:
-    """``make_run.json`` beside the reference runs: what produced them, for README's generated text."""
+    """``make_run.json`` beside the reference runs: what produced them, for README's generated text.
+
+    The top level describes this batch; ``records`` keeps the latest batch of each kind (``cold``: it
+    started from an empty model cache, ``warm``: the models were cached), so that README can state both
+    times. ``install_minutes`` is how long the environment's install took (recorded by ``make venv`` in
+    ``.venv/.xcal-install-seconds``), when known.
+    """
     from .models.cache import shipped_dir
 
     env = env_summary()
@@ -119,7 +125,19 @@ def _write_batch_record(reference: Path, results, minutes: float, started: str, 
         "n_runs": len(results), "n_failed": sum(r.status == "failed" for r in results),
         "machine": f"{os.cpu_count()} CPU cores" + (f", {gpu}" if gpu else ", no GPU"),
     }
-    (reference / "make_run.json").write_text(json.dumps(rec, indent=1) + "\n")
+    install = Path(sys.prefix) / ".xcal-install-seconds"
+    try:
+        rec["install_minutes"] = round(float(install.read_text().split()[0]) / 60, 2)
+    except (OSError, ValueError, IndexError):
+        pass
+    path = reference / "make_run.json"
+    try:
+        records = json.loads(path.read_text()).get("records") or {}
+    except (OSError, ValueError, AttributeError):
+        records = {}
+    records = {k: v for k, v in records.items() if k in ("cold", "warm") and isinstance(v, dict)}
+    records["cold" if cold_cache else "warm"] = dict(rec)
+    path.write_text(json.dumps({**rec, "records": records}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
