@@ -449,7 +449,7 @@ def test_reference_record_names_the_tree_the_notebooks_ran_on(nbdir, tmp_path, m
 
     ref = tmp_path / "reference"
 
-    def fake_git_info(root=None):
+    def fake_git_info(root=None, exclude=()):
         return {"sha": "f" * 40, "dirty": ref.exists() and any(ref.iterdir())}
 
     monkeypatch.setattr(runtime_mod, "git_info", fake_git_info)
@@ -464,3 +464,52 @@ def test_reference_record_names_the_tree_the_notebooks_ran_on(nbdir, tmp_path, m
 def test_kernel_threads_shares_the_cores_out():
     assert kernel_threads(2, cpus=2) == 1 and kernel_threads(2, cpus=16) == 8
     assert kernel_threads(4, cpus=2) == 1 and kernel_threads(1, cpus=None) >= 1
+
+
+def test_reference_keeps_the_cold_record_across_batches_and_a_resumed_batch_is_no_time(nbdir, tmp_path,
+                                                                                      monkeypatch):
+    # the reference folder is replaced by each batch's runs: the cold record of an earlier batch must be
+    # read before that copy, or a warm make run forgets the cold time. A batch that only reused completed
+    # runs (make run twice) took seconds: it is no warm time.
+    import xcal_core.run as run_mod
+
+    monkeypatch.setenv("XCAL_CACHE_DIR", str(tmp_path / "cache"))
+    _nb(nbdir / "00_quickstart.ipynb", OK)
+    ref = tmp_path / "reference"
+    args = ["--profile", "smoke", "--notebooks", "00", "--notebook-dir", str(nbdir), "--out", str(tmp_path / "out"),
+            "--reference", str(ref)]
+    assert run_mod.main(args) == 0  # empty cache: cold
+    cold = json.loads((ref / "make_run.json").read_text())
+    assert cold["cold_cache"] is True and set(cold["records"]) == {"cold"} and cold["n_skipped"] == 0
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / "m.pt").write_bytes(b"x")
+    assert run_mod.main(args) == 0  # warm, but every run is reused
+    rec = json.loads((ref / "make_run.json").read_text())
+    assert rec["n_skipped"] == 1 and set(rec["records"]) == {"cold"}
+    assert rec["records"]["cold"]["started"] == cold["started"]
+    assert run_mod.main(args + ["--no-resume"]) == 0  # warm, executed
+    rec = json.loads((ref / "make_run.json").read_text())
+    assert set(rec["records"]) == {"cold", "warm"} and rec["records"]["warm"]["n_skipped"] == 0
+    assert rec["records"]["cold"]["started"] == cold["started"] and rec["records"]["warm"]["cold_cache"] is False
+
+
+def test_git_info_can_leave_out_the_files_make_run_rewrites(tmp_path):
+    from xcal_core.runtime import git_info
+
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "papermill_runs" / "reference").mkdir(parents=True)
+    for f in ("README.md", "papermill_runs/reference/m.json", "code.py"):
+        (tmp_path / f).write_text("a\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "x")
+    (tmp_path / "README.md").write_text("b\n")
+    (tmp_path / "papermill_runs" / "reference" / "m.json").write_text("b\n")
+    outputs = ("papermill_runs", "README.md")
+    assert git_info(tmp_path)["dirty"] is True and git_info(tmp_path, exclude=outputs)["dirty"] is False
+    assert git_info(tmp_path / "papermill_runs", exclude=outputs)["dirty"] is False  # paths are from the top
+    (tmp_path / "code.py").write_text("b\n")
+    assert git_info(tmp_path, exclude=outputs)["dirty"] is True

@@ -88,13 +88,21 @@ def test_claims_that_change_between_seeds_are_listed_each_with_its_counts(tmp_pa
 def test_make_run_line_gives_cold_and_warm_times_and_the_install(tmp_path):
     root = _fake_repo(tmp_path)
     cold = {"git_sha": "aaaaaaa1", "minutes": 15.8, "cold_cache": True, "shipped_checkpoints": True, "n_runs": 7,
-            "n_failed": 0, "started": "t1", "machine": "2 CPU cores, no GPU"}
-    warm = {**cold, "git_sha": "bbbbbbb2", "minutes": 14.2, "cold_cache": False, "started": "t2",
-            "install_minutes": 1.6}
+            "n_failed": 0, "n_skipped": 0, "started": "t1", "machine": "2 CPU cores, no GPU", "install_minutes": 1.6}
+    warm = {**cold, "git_sha": "bbbbbbb2", "minutes": 14.2, "cold_cache": False, "started": "t2"}
+    del warm["install_minutes"]
     rec = root / "papermill_runs" / "reference" / "make_run.json"
     rec.write_text(json.dumps({**warm, "records": {"cold": cold, "warm": warm}}))
     line = generated_sections(root)["make-run"]
-    assert "commit `bbbbbbb` on 2 CPU cores, no GPU, starting from a warm model cache" in line
-    assert "14.2 minutes for notebooks 00-06" in line and "after 1.6 minutes installing the environment" in line
-    assert ("The latest run from an empty model cache and the shipped workshop checkpoints (commit `aaaaaaa`) "
-            "took 15.8 minutes") in line
+    assert "Produced by `make run` at commit `bbbbbbb` on 2 CPU cores, no GPU (7 runs, 0 failed)." in line
+    assert ("From an empty model cache and the shipped workshop checkpoints, notebooks 00-06 took 15.8 minutes "
+            "(commit `aaaaaaa`, 0 failed).") in line
+    assert ("From a warm model cache (models already trained) and the shipped workshop checkpoints, notebooks "
+            "00-06 took 14.2 minutes (commit `bbbbbbb`") in line
+    assert "took 1.6 minutes." in line and line.index("15.8") < line.index("14.2")
+    # a resumed batch (every run reused) refreshed the reference: it is named, and its 0.0 minutes are no time
+    resumed = {**warm, "git_sha": "ccccccc3", "minutes": 0.01, "n_skipped": 7, "started": "t3"}
+    rec.write_text(json.dumps({**resumed, "records": {"cold": cold, "warm": warm}}))
+    line = generated_sections(root)["make-run"]
+    assert "commit `ccccccc` on 2 CPU cores, no GPU (7 runs, 0 failed; 7 reused from an earlier" in line
+    assert "0.0 minutes" not in line and "15.8 minutes" in line and "14.2 minutes" in line

@@ -86,27 +86,38 @@ def _reference_table(root: Path) -> str:
 
 
 def _make_run_line(root: Path) -> str:
-    """The `make run` that produced the reference run, and the latest one of the other cache state
-    (cold: empty model cache; warm: models cached), each with its commit and minutes."""
+    """The `make run` that last refreshed the reference run, then the measured times: the latest batch
+    from an empty model cache (cold) and from cached models (warm), each with its commit and minutes,
+    and how long installing the environment took."""
     rec_path = root / "papermill_runs" / "reference" / MAKE_RUN_RECORD
     if not rec_path.exists():
         return "(no record of the `make run` that produced the reference run)\n"
     rec = json.loads(rec_path.read_text())
+    records = rec.get("records")
+    if not isinstance(records, dict):  # a record from before make_run.json kept cold and warm batches
+        records = {"cold" if rec.get("cold_cache") else "warm": rec}
 
     def cache(r: dict) -> str:
         shipped = " and the shipped workshop checkpoints" if r.get("shipped_checkpoints") else ""
         return ("an empty model cache" if r.get("cold_cache") else "a warm model cache (models already trained)") + shipped
 
-    text = (f"Produced by `make run` at commit `{rec.get('git_sha', '?')[:7]}` on {rec.get('machine', 'this machine')}, "
-            f"starting from {cache(rec)}: {rec.get('minutes', float('nan')):.1f} minutes for notebooks "
-            f"00-06 ({rec.get('n_runs', '?')} runs, {rec.get('n_failed', 0)} failed)")
-    if rec.get("install_minutes") is not None:
-        text += f", after {rec['install_minutes']:.1f} minutes installing the environment"
-    text += "."
-    other = (rec.get("records") or {}).get("warm" if rec.get("cold_cache") else "cold")
-    if isinstance(other, dict) and other.get("started") != rec.get("started"):
-        text += (f" The latest run from {cache(other)} (commit `{str(other.get('git_sha', '?'))[:7]}`) took "
-                 f"{other.get('minutes', float('nan')):.1f} minutes ({other.get('n_failed', 0)} failed).")
+    def sha(r: dict) -> str:
+        return str(r.get("git_sha") or "?")[:7]
+
+    text = (f"Produced by `make run` at commit `{sha(rec)}` on {rec.get('machine', 'this machine')} "
+            f"({rec.get('n_runs', '?')} runs, {rec.get('n_failed', 0)} failed")
+    if rec.get("n_skipped"):
+        text += f"; {rec['n_skipped']} reused from an earlier `make run` with the same parameters"
+    text += ")."
+    for kind in ("cold", "warm"):
+        r = records.get(kind)
+        if isinstance(r, dict):
+            text += (f" From {cache(r)}, notebooks 00-06 took {r.get('minutes', float('nan')):.1f} minutes "
+                     f"(commit `{sha(r)}`, {r.get('n_failed', 0)} failed).")
+    install = next((r.get("install_minutes") for r in (rec, records.get("cold"), records.get("warm"))
+                    if isinstance(r, dict) and r.get("install_minutes") is not None), None)
+    if install is not None:
+        text += f" Installing the environment (`make venv`, part of the first `make run`) took {install:.1f} minutes."
     return text + "\n"
 
 

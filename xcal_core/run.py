@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     cache_models = Path(os.environ.get("XCAL_CACHE_DIR") or root / ".cache" / "xcal") / "models"
     cold_cache = not any(cache_models.glob("*.pt")) if cache_models.is_dir() else True
     t0, started = time.time(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    git_at_start = git_info()  # the commit the notebooks ran at (copying the reference later dirties the tree)
+    # the commit the notebooks ran at; the files make run itself rewrites (the reference run, README's
+    # generated numbers) do not count as changes, so a second make run on a clean clone stays clean
+    git_at_start = git_info(exclude=MAKE_RUN_OUTPUTS)
     previous = signal.signal(signal.SIGTERM, _raise_on_signal)  # SIGTERM ends like Ctrl-C: workers stopped, summary
     try:
         results = run_batch(specs, executor=a.executor, workers=a.workers, kernel_name=a.kernel, resume=not a.no_resume,
@@ -98,22 +100,40 @@ def main(argv: list[str] | None = None) -> int:
         write_scoreboard_summary(run_dirs, a.summary)
         print(f"\nscoreboard over {len(run_dirs)} run(s) written to {Path(a.summary).resolve()}")
     if a.reference:
-        copied = copy_reference_runs([r.spec.run_dir for r in results], a.reference)
-        if copied:
-            _write_batch_record(Path(a.reference), results, minutes, started, cold_cache, git_at_start)
+        copied = publish_reference(results, Path(a.reference), minutes, started, cold_cache, git_at_start)
         print(f"\nreference run: {len(copied)} run(s) copied to {Path(a.reference).resolve()}")
     print(f"\nresults under {Path(a.out).resolve()}")
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
+MAKE_RUN_OUTPUTS = ("papermill_runs", "README.md")
+
+
+def publish_reference(results, reference: Path, minutes: float, started: str, cold_cache: bool,
+                      git: dict) -> list[Path]:
+    """Replace ``reference`` by this batch's completed runs and write its ``make_run.json``, keeping the
+    cold and warm records of earlier batches (read before the copy replaces the folder)."""
+    try:
+        previous = json.loads((reference / "make_run.json").read_text()).get("records") or {}
+    except (OSError, ValueError, AttributeError):
+        previous = {}
+    copied = copy_reference_runs([r.spec.run_dir for r in results], reference)
+    if copied:
+        _write_batch_record(reference, results, minutes, started, cold_cache, git, previous)
+    return copied
+
+
 def _write_batch_record(reference: Path, results, minutes: float, started: str, cold_cache: bool,
-                        git: dict) -> None:
+                        git: dict, previous: dict | None = None) -> None:
     """``make_run.json`` beside the reference runs: what produced them, for README's generated text.
 
     The top level describes this batch; ``records`` keeps the latest batch of each kind (``cold``: it
     started from an empty model cache, ``warm``: the models were cached), so that README can state both
-    times. ``install_minutes`` is how long the environment's install took (recorded by ``make venv`` in
-    ``.venv/.xcal-install-seconds``), when known.
+    times. Only a batch that executed every run (none skipped as already completed, none failed) is a
+    timing record: a resumed batch that reused earlier runs is listed at the top level only.
+    ``install_minutes`` is how long the environment's install took (recorded by ``make venv`` in
+    ``.venv/.xcal-install-seconds``), when known. ``previous``: the records to keep (default: those
+    in ``reference/make_run.json``).
     """
     from .models.cache import shipped_dir
 
@@ -123,6 +143,7 @@ def _write_batch_record(reference: Path, results, minutes: float, started: str, 
         "git_sha": git.get("sha"), "git_dirty": git.get("dirty"), "started": started,
         "minutes": round(minutes, 2), "cold_cache": cold_cache, "shipped_checkpoints": shipped_dir() is not None,
         "n_runs": len(results), "n_failed": sum(r.status == "failed" for r in results),
+        "n_skipped": sum(r.status == "skipped" for r in results),
         "machine": f"{os.cpu_count()} CPU cores" + (f", {gpu}" if gpu else ", no GPU"),
     }
     install = Path(sys.prefix) / ".xcal-install-seconds"
@@ -131,12 +152,15 @@ def _write_batch_record(reference: Path, results, minutes: float, started: str, 
     except (OSError, ValueError, IndexError):
         pass
     path = reference / "make_run.json"
-    try:
-        records = json.loads(path.read_text()).get("records") or {}
-    except (OSError, ValueError, AttributeError):
-        records = {}
+    records = previous
+    if records is None:
+        try:
+            records = json.loads(path.read_text()).get("records") or {}
+        except (OSError, ValueError, AttributeError):
+            records = {}
     records = {k: v for k, v in records.items() if k in ("cold", "warm") and isinstance(v, dict)}
-    records["cold" if cold_cache else "warm"] = dict(rec)
+    if rec["n_skipped"] == 0 and rec["n_failed"] == 0:
+        records["cold" if cold_cache else "warm"] = dict(rec)
     path.write_text(json.dumps({**rec, "records": records}, indent=1) + "\n")
 
 

@@ -136,14 +136,20 @@ def seed_everything(seed: int, deterministic: bool = True) -> RandomStreams:
     return RandomStreams(seed=seed, deterministic=deterministic)
 
 
-def git_info(root: str | Path | None = None) -> dict:
-    """``{"sha": str | None, "dirty": bool | None}`` of the repository holding ``root``."""
+def git_info(root: str | Path | None = None, exclude: tuple[str, ...] = ()) -> dict:
+    """``{"sha": str | None, "dirty": bool | None}`` of the repository holding ``root``.
+
+    ``exclude``: paths (relative to the repository root) whose changes do not make the tree dirty, e.g.
+    the outputs that ``make run`` itself rewrites (``papermill_runs``, ``README.md``).
+    """
     root = Path(root) if root else Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return {"sha": None, "dirty": None}
-        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+        spec = [":(top)"] + [f":(top,exclude){p}" for p in exclude] if exclude else []
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *spec], cwd=root,
+                            capture_output=True, text=True, timeout=10)
         return {"sha": sha.stdout.strip(), "dirty": bool(st.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}
