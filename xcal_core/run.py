@@ -113,10 +113,7 @@ def publish_reference(results, reference: Path, minutes: float, started: str, co
                       git: dict) -> list[Path]:
     """Replace ``reference`` by this batch's completed runs and write its ``make_run.json``, keeping the
     cold and warm records of earlier batches (read before the copy replaces the folder)."""
-    try:
-        previous = json.loads((reference / "make_run.json").read_text()).get("records") or {}
-    except (OSError, ValueError, AttributeError):
-        previous = {}
+    previous = _read_records(reference)
     copied = copy_reference_runs([r.spec.run_dir for r in results], reference)
     if copied:
         _write_batch_record(reference, results, minutes, started, cold_cache, git, previous)
@@ -151,17 +148,21 @@ def _write_batch_record(reference: Path, results, minutes: float, started: str, 
         rec["install_minutes"] = round(float(install.read_text().split()[0]) / 60, 2)
     except (OSError, ValueError, IndexError):
         pass
-    path = reference / "make_run.json"
-    records = previous
-    if records is None:
-        try:
-            records = json.loads(path.read_text()).get("records") or {}
-        except (OSError, ValueError, AttributeError):
-            records = {}
-    records = {k: v for k, v in records.items() if k in ("cold", "warm") and isinstance(v, dict)}
+    records = _read_records(reference) if previous is None else dict(previous)
     if rec["n_skipped"] == 0 and rec["n_failed"] == 0:
         records["cold" if cold_cache else "warm"] = dict(rec)
-    path.write_text(json.dumps({**rec, "records": records}, indent=1) + "\n")
+    (reference / "make_run.json").write_text(json.dumps({**rec, "records": records}, indent=1) + "\n")
+
+
+def _read_records(reference: Path) -> dict:
+    """The ``cold`` / ``warm`` batch records in ``reference/make_run.json`` ({} when there are none)."""
+    try:
+        records = json.loads((reference / "make_run.json").read_text()).get("records") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(records, dict):
+        return {}
+    return {k: v for k, v in records.items() if k in ("cold", "warm") and isinstance(v, dict)}
 
 
 if __name__ == "__main__":
